@@ -1,0 +1,162 @@
+"""The XenStore wire format, with no I/O.
+
+A message is a 16-byte header of four native-endian unsigned 32-bit
+integers (operation, request id, transaction id, payload length)
+followed by at most 4096 bytes of payload.  :class:`Packet` is one such
+message, ``bytes(packet)`` its encoding, and :class:`PacketDecoder`
+turns a stream of received bytes back into packets, whatever pieces the
+stream arrives in.
+"""
+
+import enum
+import struct
+from typing import List, NamedTuple, Optional, Union
+
+from .exceptions import InvalidOperation, InvalidPayload, UnexpectedPacket
+
+__all__ = ["Op", "Packet", "Event", "PacketDecoder", "HEADER", "PAYLOAD_MAX"]
+
+#: The message header: operation, request id, transaction id, length.
+HEADER = struct.Struct("=IIII")
+
+#: Largest payload allowed in either direction.
+PAYLOAD_MAX = 4096
+
+
+class Op(enum.IntEnum):
+    """XenStore operations and their numbers on the wire."""
+
+    DEBUG = 0
+    DIRECTORY = 1
+    READ = 2
+    GET_PERMS = 3
+    WATCH = 4
+    UNWATCH = 5
+    TRANSACTION_START = 6
+    TRANSACTION_END = 7
+    INTRODUCE = 8
+    RELEASE = 9
+    GET_DOMAIN_PATH = 10
+    WRITE = 11
+    MKDIR = 12
+    RM = 13
+    SET_PERMS = 14
+    WATCH_EVENT = 15
+    ERROR = 16
+    IS_DOMAIN_INTRODUCED = 17
+    RESUME = 18
+    SET_TARGET = 19
+    #: Withdrawn from Xen; today's daemons answer it with ``ENOSYS``.
+    RESTRICT = 20
+    RESET_WATCHES = 21
+    DIRECTORY_PART = 22
+
+
+_OPS = {op.value: op for op in Op}
+
+
+class Packet(NamedTuple("_Packet", [("op", Op), ("rq_id", int), ("tx_id", int),
+                                    ("size", int), ("payload", bytes)])):
+    """One XenStore message.
+
+    >>> p = Packet(Op.READ, b"/local/domain/0/name\\x00", rq_id=7)
+    >>> p.size, p.tx_id
+    (21, 0)
+    >>> Packet.decode(bytes(p)) == p
+    True
+
+    :param op: the operation, an :class:`Op` or its number.
+    :param payload: the payload bytes (a str is encoded as UTF-8).
+    :param rq_id: the request id XenStore echoes in its reply; 0 if None.
+    :param tx_id: the transaction id; 0, the default, means none.
+    :raises pyxs.exceptions.InvalidOperation: for an unknown operation.
+    :raises pyxs.exceptions.InvalidPayload: for a payload over
+        :data:`PAYLOAD_MAX` bytes.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, op: Union[Op, int], payload: Union[bytes, str],
+                rq_id: Optional[int] = None, tx_id: Optional[int] = None) -> "Packet":
+        try:
+            op = _OPS[op]
+        except (KeyError, TypeError):
+            raise InvalidOperation(op) from None
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        elif not isinstance(payload, bytes):
+            try:
+                payload = bytes(payload)
+            except TypeError:
+                raise InvalidPayload("a payload must be bytes, not %s"
+                                     % type(payload).__name__) from None
+        if len(payload) > PAYLOAD_MAX:
+            raise InvalidPayload("a payload of %d bytes is over the limit of %d"
+                                 % (len(payload), PAYLOAD_MAX))
+        return tuple.__new__(cls, (op, rq_id or 0, tx_id or 0, len(payload), payload))
+
+    def __bytes__(self) -> bytes:
+        return HEADER.pack(self.op, self.rq_id, self.tx_id, self.size) + self.payload
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Packet":
+        """Decode exactly one whole message.
+
+        :raises pyxs.exceptions.UnexpectedPacket: when *data* is not one
+            well-formed message.
+        """
+        decoder = PacketDecoder()
+        packets = decoder.feed(data)
+        if len(packets) != 1 or decoder.pending:
+            raise UnexpectedPacket("expected exactly one message in %d bytes" % len(data))
+        return packets[0]
+
+
+class Event(NamedTuple):
+    """A watch event: the path that changed and the token of the watch
+    that saw it."""
+
+    path: str
+    token: str
+
+
+class PacketDecoder:
+    """Split a byte stream into packets.
+
+    Feed it bytes as they arrive; it returns the messages completed so far
+    and keeps any partial one for the next call.  A header announcing more
+    than :data:`PAYLOAD_MAX` bytes or an unknown operation raises
+    :exc:`~pyxs.exceptions.UnexpectedPacket`: the stream cannot be trusted
+    after that.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet form a whole message."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> List[Packet]:
+        buffer = self._buffer
+        buffer += data
+        packets = []
+        start, end = 0, len(buffer)
+        while end - start >= HEADER.size:
+            op, rq_id, tx_id, size = HEADER.unpack_from(buffer, start)
+            if size > PAYLOAD_MAX:
+                raise UnexpectedPacket("a message header announces %d bytes of payload, "
+                                       "over the limit of %d" % (size, PAYLOAD_MAX))
+            stop = start + HEADER.size + size
+            if stop > end:
+                break
+            try:
+                op = _OPS[op]
+            except KeyError:
+                raise UnexpectedPacket("a message of unknown type %d" % op) from None
+            payload = bytes(buffer[start + HEADER.size:stop])
+            packets.append(tuple.__new__(Packet, (op, rq_id, tx_id, size, payload)))
+            start = stop
+        del buffer[:start]
+        return packets

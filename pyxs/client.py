@@ -1,0 +1,822 @@
+"""The XenStore client: :class:`Client` for requests, :class:`Monitor` for
+watches.
+
+Every :class:`Client` and :class:`Monitor` talks through a
+:class:`_Channel`, the one place that numbers requests, matches replies
+to them and routes watch events.  A channel needs no thread of its own:
+whichever caller is waiting reads the connection for everybody (a
+"leader/follower" scheme), so a lone caller pays for nothing but its
+own round trip, and many threads can share one client safely.
+"""
+
+import collections
+import copy
+import errno
+import os
+import random
+import select
+import threading
+import time
+from typing import (Callable, Deque, Dict, Iterator, List, Optional, Sequence,
+                    Set, Tuple, TypeVar, Union)
+
+from ._internal import HEADER, PAYLOAD_MAX, Event, Op, Packet, PacketDecoder
+from .connection import (FileDescriptorConnection, UnixSocketConnection,
+                         XenBusConnection, default_socket_path, default_xenbus_path)
+from .exceptions import (ConnectionError, InvalidPayload, PyXSError, Timeout,
+                         UnexpectedPacket)
+from .helpers import (Text, encode_number, encode_path, encode_perms, encode_token,
+                      encode_value, encode_watch_path, error, to_text)
+
+__all__ = ["Client", "Monitor"]
+
+T = TypeVar("T")
+
+#: How many times :meth:`Client.run_in_transaction` tries by default.
+DEFAULT_TRANSACTION_ATTEMPTS = 16
+
+_OK = b"OK\0"
+
+
+class _Slot:
+    """Where the reply to one request lands."""
+
+    __slots__ = ("op", "generation", "reply", "error")
+
+    def __init__(self, op: Op, generation: int) -> None:
+        self.op = op
+        self.generation = generation
+        self.reply: Optional[Packet] = None
+        self.error: Optional[ConnectionError] = None
+
+
+class _Channel:
+    """One connection to XenStore and everything in flight on it.
+
+    All state is guarded by ``_lock``.  At most one thread at a time reads
+    the connection (``_reading``); it files each reply in the slot of its
+    request and each watch event in ``events``, then wakes the others.
+    Any fault fails every pending request and every waiter at once, and
+    closes the connection; the next request opens a new one.
+    """
+
+    def __init__(self, connection: FileDescriptorConnection) -> None:
+        self.connection = connection
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._decoder = PacketDecoder()
+        self._pending: Dict[int, _Slot] = {}
+        self._next_id = 0
+        self._reading = False
+        # Set while the reader still uses a descriptor that has failed.
+        self._retiring = False
+        # Bumped each time a connection ends: transactions and watches
+        # made on an older generation are gone.
+        self.generation = 0
+        # Why the last connection ended; ``_broken`` until a new one is made.
+        self._fault = ConnectionError("not connected")
+        self._broken = False
+        self.events: Deque[Packet] = collections.deque()
+        self.watches: Set[Tuple[bytes, bytes]] = set()
+        # A pipe that wakes the reader when the connection must close.
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+        self._poll: Optional[select.poll] = None
+
+    def __del__(self) -> None:
+        self.connection.disconnect()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # Connecting and failing, with the lock held.
+
+    def _connect(self, deadline: float) -> None:
+        while self._retiring:
+            if not self._wait(deadline):
+                raise Timeout("timed out waiting for the reader of %r to let go"
+                              % self.connection.path)
+        if not self.connection.is_connected:
+            self.connection.connect()
+            self._poll = select.poll()
+            self._poll.register(self.connection.fileno(), select.POLLIN)
+            self._poll.register(self._wake_r, select.POLLIN)
+            self._decoder = PacketDecoder()
+            self._broken = False
+
+    def _fail(self, fault: ConnectionError) -> None:
+        """End the connection: every pending request and every waiter
+        gets *fault*."""
+        if not self.connection.is_connected or self._retiring:
+            return
+        self.generation += 1
+        self._fault, self._broken = fault, True
+        for slot in self._pending.values():
+            slot.error = fault
+        self._pending.clear()
+        self.watches.clear()
+        if self._reading:
+            # The reader may be polling the descriptor: let it close it.
+            self._retiring = True
+            os.write(self._wake_w, b"x")
+        else:
+            self._disconnect()
+        self._changed.notify_all()
+
+    def _disconnect(self) -> None:
+        self.connection.disconnect()
+        self._poll = None
+
+    def _wait(self, deadline: Optional[float]) -> bool:
+        """Sleep until woken or *deadline*; False if it passed."""
+        if deadline is None:
+            self._changed.wait()
+            return True
+        remaining = deadline - time.monotonic()
+        return remaining > 0 and (self._changed.wait(remaining) or time.monotonic() < deadline)
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.connection.timeout
+
+    # Public entry points.
+
+    def connect(self) -> None:
+        with self._lock:
+            self._connect(self._deadline())
+
+    def close(self) -> None:
+        with self._lock:
+            self._fail(ConnectionError("the connection to %r was closed"
+                                       % self.connection.path))
+
+    def submit(self, op: Op, payload: bytes, tx_id: int = 0,
+               generation: Optional[int] = None) -> _Slot:
+        """Send one request and return the slot its reply will land in.
+
+        :param generation: if given, the request belongs to a transaction
+            made on that connection generation, and must not be sent on a
+            later connection.
+        """
+        if len(payload) > PAYLOAD_MAX:
+            raise InvalidPayload("a request of %d bytes is over XenStore's limit of %d"
+                                 % (len(payload), PAYLOAD_MAX))
+        with self._lock:
+            self._connect(self._deadline())
+            if generation is not None and generation != self.generation:
+                raise ConnectionError("the connection that carried this transaction "
+                                      "was lost, and the transaction with it")
+            rq_id = self._next_id
+            self._next_id = (rq_id + 1) & 0xFFFFFFFF
+            slot = self._pending[rq_id] = _Slot(op, self.generation)
+            try:
+                self.connection.send(HEADER.pack(op, rq_id, tx_id, len(payload)) + payload,
+                                     self.connection.timeout)
+            except ConnectionError as e:
+                self._fail(e)
+                raise
+            except BaseException:
+                # Interrupted part-way, the stream is no longer framed.
+                self._fail(ConnectionError("a write to %r was interrupted"
+                                           % self.connection.path))
+                raise
+            return slot
+
+    def result(self, slot: _Slot) -> bytes:
+        """Wait for the reply in *slot* and return its payload.
+
+        :raises pyxs.exceptions.PyXSError: for an error reply.
+        :raises pyxs.exceptions.ConnectionError: when the connection
+            failed or the call timed out.
+        """
+        if slot.reply is None and slot.error is None:
+            deadline = self._deadline()
+            with self._lock:
+                if not self._serve(lambda: slot.reply is not None or slot.error is not None,
+                                   deadline):
+                    self._fail(Timeout("no reply from %r within %gs"
+                                       % (self.connection.path, self.connection.timeout)))
+        if slot.error is not None:
+            raise type(slot.error)(*slot.error.args)
+        reply = slot.reply
+        if reply.op is Op.ERROR:
+            raise error(reply.payload.rstrip(b"\0"))
+        return reply.payload
+
+    def call(self, op: Op, payload: bytes, tx_id: int = 0,
+             generation: Optional[int] = None) -> bytes:
+        return self.result(self.submit(op, payload, tx_id, generation))
+
+    def next_event(self, timeout: Optional[float]) -> Optional[Packet]:
+        """Take the next watch event, waiting up to *timeout* seconds
+        (forever when ``None``); None if none came in time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            if not self.events:
+                # Events queued before a fault are still handed out first.
+                if self._broken:
+                    raise type(self._fault)(*self._fault.args)
+                self._connect(self._deadline())
+                generation = self.generation
+                self._serve(lambda: bool(self.events) or self.generation != generation,
+                            deadline)
+                if not self.events:
+                    if self.generation != generation:
+                        raise type(self._fault)(*self._fault.args)
+                    return None
+            return self.events.popleft()
+
+    def forget_events(self, keep: Callable[[Packet], bool]) -> None:
+        """Drop the queued events for which *keep* is false."""
+        with self._lock:
+            kept = [event for event in self.events if keep(event)]
+            self.events.clear()
+            self.events.extend(kept)
+
+    # Reading, with the lock held.
+
+    def _serve(self, done: Callable[[], bool], deadline: Optional[float]) -> bool:
+        """Return once ``done()`` is true, reading the connection for
+        everybody whenever no other thread is; False if *deadline* (a
+        :func:`time.monotonic` value, or None for never) passed first."""
+        while not done():
+            if self._reading:
+                if not self._wait(deadline):
+                    return done()
+            elif not self._read(deadline):
+                return done()
+        return True
+
+    def _read(self, deadline: Optional[float]) -> bool:
+        """Be the reader once: wait for data until *deadline* and dispatch
+        what came.  False if the deadline passed with nothing read."""
+        connection, poll = self.connection, self._poll
+        self._reading = True
+        self._lock.release()
+        try:
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            ready = poll.poll(None if timeout is None else timeout * 1000)
+            data = connection.read() if ready else b""
+            fault = None
+        except ConnectionError as e:
+            data, fault = b"", e
+        finally:
+            self._lock.acquire()
+            self._reading = False
+            self._changed.notify_all()
+        if self._retiring:
+            self._retiring = False
+            self._disconnect()
+            while True:
+                try:
+                    if not os.read(self._wake_r, 64):
+                        break
+                except BlockingIOError:
+                    break
+            return True
+        if fault is not None:
+            self._fail(fault)
+            return True
+        if not ready:
+            return False
+        try:
+            packets = self._decoder.feed(data)
+        except UnexpectedPacket as e:
+            self._fail(e)
+            return True
+        for packet in packets:
+            if packet.op is Op.WATCH_EVENT:
+                if packet.payload.count(b"\0") < 2:
+                    self._fail(UnexpectedPacket("%r sent a malformed watch event %r"
+                                                % (connection.path, packet.payload)))
+                    return True
+                self.events.append(packet)
+                continue
+            slot = self._pending.pop(packet.rq_id, None)
+            if slot is None or (packet.op is not slot.op and packet.op is not Op.ERROR):
+                self._fail(UnexpectedPacket(
+                    "%r sent %s for request %d, %s" % (
+                        connection.path, packet.op.name, packet.rq_id,
+                        "which was never made" if slot is None else
+                        "which was %s" % slot.op.name)))
+                return True
+            slot.reply = packet
+        return True
+
+
+def _join(*parts: bytes) -> bytes:
+    """A payload of NUL-terminated strings."""
+    return b"\0".join(parts) + b"\0"
+
+
+def _split(payload: bytes) -> List[bytes]:
+    """The NUL-terminated strings of a payload."""
+    return payload.split(b"\0")[:-1] if payload else []
+
+
+class Client:
+    """A connection to XenStore, and the operations on it.
+
+    The backend follows from the arguments: a Unix socket when
+    *unix_socket_path* is given, the XenBus device when *xen_bus_path* is,
+    the given *connection* object when there is one.  With none of them,
+    the client uses the daemon's Unix socket, unless the socket is
+    missing and a XenBus device is there (as inside a guest), exactly as
+    Xen's own client library decides.
+
+    The client connects on first use, on :meth:`connect`, or on entering a
+    ``with`` block, which closes it at the end.  One client may be shared
+    by many threads: each call gets its own reply.
+
+    >>> with Client(unix_socket_path=socket_path) as c:
+    ...     c.write("/vm/1/name", "guest")
+    ...     c.read("/vm/1/name")
+    'guest'
+
+    Paths and tokens are :class:`str` (bytes are accepted too); values come
+    back as :class:`str`, decoded from UTF-8 with bytes that are not UTF-8
+    kept as lone surrogates, so writing a value back stores exactly the
+    bytes that were read.  :meth:`read_bytes` gives the raw bytes.
+
+    :param unix_socket_path: the xenstored socket to use.
+    :param socket_timeout: seconds any call may take before it fails with
+        :exc:`~pyxs.exceptions.Timeout` (default 30).
+    :param xen_bus_path: the XenBus device to use.
+    :param connection: a ready-made, not yet connected connection object.
+    :param transaction: if true, start a transaction at once; the client
+        then works inside it (see :meth:`transaction_start`).
+    """
+
+    def __init__(self, unix_socket_path: Optional[str] = None,
+                 socket_timeout: Optional[float] = None,
+                 xen_bus_path: Optional[str] = None,
+                 connection: Optional[FileDescriptorConnection] = None,
+                 transaction: Optional[bool] = None) -> None:
+        if connection is None:
+            if unix_socket_path is None and xen_bus_path is None:
+                if (not os.path.exists(default_socket_path())
+                        and os.path.exists(default_xenbus_path())):
+                    xen_bus_path = default_xenbus_path()
+            if xen_bus_path is not None and unix_socket_path is None:
+                connection = XenBusConnection(xen_bus_path, socket_timeout)
+            else:
+                connection = UnixSocketConnection(unix_socket_path, socket_timeout)
+        self._setup(_Channel(connection), owns_channel=True)
+        if transaction:
+            self.transaction_start()
+
+    def _setup(self, channel: _Channel, owns_channel: bool) -> None:
+        self._channel = channel
+        self._owns_channel = owns_channel
+        self._tx_lock = threading.Lock()
+        #: The transaction this client works in; 0 when none.
+        self.tx_id = 0
+        self._tx_generation = 0
+        self._monitor: Optional[Monitor] = None
+
+    @classmethod
+    def _sharing(cls, channel: _Channel) -> "Client":
+        client = cls.__new__(cls)
+        client._setup(channel, owns_channel=False)
+        return client
+
+    @property
+    def connection(self) -> FileDescriptorConnection:
+        """The connection this client talks through."""
+        return self._channel.connection
+
+    def connect(self) -> None:
+        """Connect now rather than on first use."""
+        self._channel.connect()
+
+    def close(self) -> None:
+        """Close the connection.  XenStore aborts a transaction left open;
+        watches end.  The next call connects again."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> "Client":
+        self.connect()
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if self.tx_id:
+                if exc_type is None:
+                    self.transaction_end(commit=True)
+                else:
+                    try:
+                        self.transaction_end(commit=False)
+                    except PyXSError:
+                        pass  # The exception in flight matters more.
+        finally:
+            self.close()
+
+    # Requests.
+
+    def _call(self, op: Op, payload: bytes) -> bytes:
+        tx_id = self.tx_id
+        return self._channel.call(op, payload, tx_id, self._tx_generation if tx_id else None)
+
+    def _ack(self, op: Op, payload: bytes) -> None:
+        reply = self._call(op, payload)
+        if reply != _OK:
+            raise UnexpectedPacket("XenStore answered %s with %r instead of OK"
+                                   % (op.name, reply))
+
+    # Nodes.
+
+    def read_bytes(self, path: Text) -> bytes:
+        """Return the value of *path* exactly as XenStore holds it.
+
+        :raises pyxs.exceptions.PyXSError: ``ENOENT`` when there is no
+            such node, ``EACCES`` when it may not be read.
+        """
+        return self._call(Op.READ, _join(encode_path(path)))
+
+    def read(self, path: Text) -> str:
+        """Return the value of *path* as text (see the class notes on how
+        bytes that are not UTF-8 are kept).
+
+        :raises pyxs.exceptions.PyXSError: ``ENOENT`` when there is no
+            such node, ``EACCES`` when it may not be read.
+        """
+        return to_text(self.read_bytes(path))
+
+    def write(self, path: Text, value: object) -> None:
+        """Set the value of *path*, creating it and any missing parents.
+
+        :param value: bytes are written as they are, str as UTF-8, and
+            anything else as its ``str()``.
+        """
+        self._ack(Op.WRITE, encode_path(path) + b"\0" + encode_value(value))
+
+    def mkdir(self, path: Text) -> None:
+        """Make sure *path* exists, creating it and any missing parents
+        with empty values; existing nodes keep their values."""
+        self._ack(Op.MKDIR, _join(encode_path(path)))
+
+    def rm(self, path: Text) -> None:
+        """Remove *path* and everything below it.  A missing node is not
+        an error as long as its parent exists.
+
+        :raises pyxs.exceptions.PyXSError: ``ENOENT`` when the parent is
+            missing too (the C daemon; oxenstored does not complain).
+        """
+        self._ack(Op.RM, _join(encode_path(path)))
+
+    def ls(self, path: Text) -> List[str]:
+        """Return the names of the children of *path*.  The order is the
+        daemon's: never rely on it.  Directories too large for one reply
+        are fetched in parts."""
+        raw = encode_path(path)
+        try:
+            return [to_text(name) for name in _split(self._call(Op.DIRECTORY, _join(raw)))]
+        except PyXSError as e:
+            if e.errno != errno.E2BIG:
+                raise
+        return [to_text(name) for name in self._list_in_parts(raw)]
+
+    def _list_in_parts(self, raw_path: bytes) -> List[bytes]:
+        # Each part starts with the directory's generation count; a change
+        # of it means the directory changed under us: start again.
+        while True:
+            names: List[bytes] = []
+            offset, generation = 0, None
+            while True:
+                part = self._call(Op.DIRECTORY_PART, _join(raw_path, b"%d" % offset))
+                count, _, listing = part.partition(b"\0")
+                if generation is None:
+                    generation = count
+                elif count != generation:
+                    break
+                if listing in (b"", b"\0"):
+                    return names
+                complete = listing.endswith(b"\0\0")
+                entries = _split(listing[:-1] if complete else listing)
+                names.extend(entries)
+                if complete:
+                    return names
+                offset += sum(len(name) + 1 for name in entries)
+
+    def get_permissions(self, path: Text) -> List[str]:
+        """Return the permissions of *path*, such as ``["n0", "r5"]``: the
+        owner's entry first (its letter is the access of domains not
+        listed), then one per domain.  Special paths are accepted."""
+        return [to_text(p) for p in _split(self._call(Op.GET_PERMS,
+                                                      _join(encode_watch_path(path))))]
+
+    def set_permissions(self, path: Text, perms: Sequence[Text]) -> None:
+        """Replace the permissions of *path* (see :meth:`get_permissions`).
+
+        :raises pyxs.exceptions.InvalidPermission: for a malformed list,
+            before anything is sent.
+        """
+        self._ack(Op.SET_PERMS, _join(encode_watch_path(path), *encode_perms(perms)))
+
+    __getitem__ = read
+    __setitem__ = write
+    __delitem__ = rm
+
+    def walk(self, top: Text, topdown: bool = True) -> Iterator[Tuple[str, str, List[str]]]:
+        """Walk the tree below *top* like :func:`os.walk`, yielding
+        ``(path, value, children)`` for every node.
+
+        With *topdown* true a node comes before its children, and removing
+        names from ``children`` in place keeps the walk out of them; with
+        *topdown* false every node comes after all of its descendants.
+        Nodes that vanish or may not be read during the walk are skipped.
+        """
+        path = to_text(encode_path(top))
+        try:
+            children = self.ls(path)
+            value = self.read(path)
+        except PyXSError as e:
+            if e.errno in (errno.ENOENT, errno.EACCES):
+                return
+            raise
+        if topdown:
+            yield path, value, children
+        for child in list(children):
+            yield from self.walk(path.rstrip("/") + "/" + child, topdown)
+        if not topdown:
+            yield path, value, children
+
+    # Domains.
+
+    def get_domain_path(self, domid: int) -> str:
+        """Return the home path of a domain, ``/local/domain/<domid>``.
+        XenStore does not check that the domain exists."""
+        return to_text(self._call(Op.GET_DOMAIN_PATH,
+                                  _join(encode_number(domid, "domid"))).rstrip(b"\0"))
+
+    def is_domain_introduced(self, domid: int) -> bool:
+        """Whether XenStore is talking to the domain: it was introduced and
+        has been neither released nor destroyed since."""
+        return self._call(Op.IS_DOMAIN_INTRODUCED,
+                          _join(encode_number(domid, "domid"))) == b"T\0"
+
+    def introduce_domain(self, domid: int, mfn: int, eventchn: int) -> None:
+        """Tell XenStore to talk to a domain through its XenStore page
+        (machine frame *mfn*) and event channel *eventchn*."""
+        self._ack(Op.INTRODUCE, _join(encode_number(domid, "domid"),
+                                      encode_number(mfn, "mfn"),
+                                      encode_number(eventchn, "eventchn")))
+
+    def release_domain(self, domid: int) -> None:
+        """Tell XenStore to stop talking to a domain (it also does so by
+        itself when the domain dies)."""
+        self._ack(Op.RELEASE, _join(encode_number(domid, "domid")))
+
+    def resume_domain(self, domid: int) -> None:
+        """Clear a domain's shutdown flag, so that its next shutdown fires
+        the watches again."""
+        self._ack(Op.RESUME, _join(encode_number(domid, "domid")))
+
+    def set_target(self, domid: int, target: int) -> None:
+        """Let *domid* act for *target*: it gets full access to what
+        *target* owns and every permission *target* has (as a device
+        model domain needs)."""
+        self._ack(Op.SET_TARGET, _join(encode_number(domid, "domid"),
+                                       encode_number(target, "target")))
+
+    # Transactions.
+
+    def transaction_start(self) -> int:
+        """Start a transaction; this client's calls then work inside it,
+        on a snapshot of the tree, until :meth:`transaction_end`.
+
+        :returns: the transaction id.
+        :raises pyxs.exceptions.PyXSError: ``EALREADY`` when this client
+            is already in a transaction.
+        """
+        with self._tx_lock:
+            if self.tx_id:
+                raise error(errno.EALREADY)
+            slot = self._channel.submit(Op.TRANSACTION_START, b"\0")
+            tx_id = int(self._channel.result(slot).rstrip(b"\0"))
+            self.tx_id, self._tx_generation = tx_id, slot.generation
+            return tx_id
+
+    def transaction_end(self, commit: bool = True) -> None:
+        """End this client's transaction, committing its changes or, with
+        *commit* false, dropping them.  Nothing is sent when there is no
+        transaction.
+
+        :raises pyxs.exceptions.PyXSError: ``EAGAIN`` when the commit
+            conflicts with a change made meanwhile: nothing was committed,
+            and the whole transaction must be done again (see
+            :meth:`run_in_transaction`).
+        :raises pyxs.exceptions.ConnectionError: when the connection, and
+            so the transaction, was lost before a commit.
+        """
+        with self._tx_lock:
+            if not self.tx_id:
+                return
+            tx_id, generation, self.tx_id = self.tx_id, self._tx_generation, 0
+            try:
+                reply = self._channel.call(Op.TRANSACTION_END, b"T\0" if commit else b"F\0",
+                                           tx_id, generation)
+            except ConnectionError:
+                if commit:
+                    raise
+                return  # A lost transaction is as aborted as can be.
+            if reply != _OK:
+                raise UnexpectedPacket("XenStore ended a transaction with %r" % (reply,))
+
+    def transaction(self) -> "Client":
+        """Start a transaction and return a client that works inside it,
+        sharing this client's connection.  Used in a ``with`` block, the
+        transaction commits when the block ends normally and aborts when
+        it raises:
+
+        >>> with Client(unix_socket_path=socket_path) as c:
+        ...     with c.transaction() as t:
+        ...         t["/vm/1/state"] = "running"
+        ...     c["/vm/1/state"]
+        'running'
+
+        :raises pyxs.exceptions.PyXSError: ``EALREADY`` when this client
+            is itself in a transaction.
+        """
+        if self.tx_id:
+            raise error(errno.EALREADY)
+        client = Client._sharing(self._channel)
+        client.transaction_start()
+        return client
+
+    def run_in_transaction(self, func: Callable[["Client"], T],
+                           attempts: int = DEFAULT_TRANSACTION_ATTEMPTS) -> T:
+        """Call ``func(t)`` with *t* a client in a fresh transaction, and
+        commit; when the commit conflicts, do it all again, up to
+        *attempts* times in all.  *func* must do all its XenStore work
+        through *t* and be safe to repeat.
+
+        >>> def increment(t):
+        ...     value = int(t["/vm/1/counter"]) + 1
+        ...     t["/vm/1/counter"] = value
+        ...     return value
+        >>> with Client(unix_socket_path=socket_path) as c:
+        ...     c["/vm/1/counter"] = 41
+        ...     c.run_in_transaction(increment)
+        42
+
+        :returns: what *func* returned in the attempt that committed.
+        :raises pyxs.exceptions.PyXSError: ``EAGAIN`` when every attempt
+            conflicted; whatever *func* raised (the transaction is then
+            aborted and not retried).
+        """
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1, not %r" % (attempts,))
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction() as t:
+                    return func(t)
+            except PyXSError as e:
+                if e.errno != errno.EAGAIN or attempt == attempts:
+                    raise
+            # Back off a little, at random, so that rivals stop colliding.
+            time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** attempt)))
+        raise AssertionError("unreachable")
+
+    # Watches.
+
+    def monitor(self) -> "Monitor":
+        """Return a :class:`Monitor` on a connection of its own."""
+        return Monitor(copy.copy(self.connection))
+
+    def _own_monitor(self) -> "Monitor":
+        if self._monitor is None:
+            self._monitor = Monitor._sharing(self._channel)
+        return self._monitor
+
+    def watch(self, wpath: Text, token: Text) -> None:
+        """Watch *wpath* on this client's connection; see
+        :meth:`Monitor.watch`."""
+        self._own_monitor().watch(wpath, token)
+
+    def unwatch(self, wpath: Text, token: Text) -> None:
+        """Stop a watch made with :meth:`watch`; see :meth:`Monitor.unwatch`."""
+        self._own_monitor().unwatch(wpath, token)
+
+    def wait(self, sleep: Optional[float] = None,
+             timeout: Optional[float] = None) -> Optional[Event]:
+        """Wait for an event of this client's watches; see
+        :meth:`Monitor.wait`."""
+        return self._own_monitor().wait(sleep, timeout)
+
+
+class Monitor:
+    """Watches on XenStore, and the events they produce.
+
+    :meth:`Client.monitor` gives a monitor with a connection of its own::
+
+        with client.monitor() as m:
+            m.watch("/vm", "vm-changed")
+            for event in m:
+                print(event.path, event.token)
+
+    :param connection: the (not yet connected) connection to use.
+    """
+
+    def __init__(self, connection: FileDescriptorConnection) -> None:
+        self._channel = _Channel(connection)
+        self._owns_channel = True
+
+    @classmethod
+    def _sharing(cls, channel: _Channel) -> "Monitor":
+        monitor = cls.__new__(cls)
+        monitor._channel, monitor._owns_channel = channel, False
+        return monitor
+
+    @property
+    def connection(self) -> FileDescriptorConnection:
+        """The connection the events arrive on."""
+        return self._channel.connection
+
+    def connect(self) -> None:
+        """Connect now rather than on first use."""
+        self._channel.connect()
+
+    def close(self) -> None:
+        """Close the connection, which ends every watch."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> "Monitor":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def watch(self, wpath: Text, token: Text) -> None:
+        """Watch *wpath* and everything below it.
+
+        Every change to the watched nodes (a write, a removal, new
+        permissions) brings an event with the changed path and *token*;
+        changes made in a transaction do so when it commits.  XenStore
+        also sends one event right away, for *wpath* itself.  The special
+        paths ``@introduceDomain`` and ``@releaseDomain`` report domains
+        coming and going.
+
+        :param token: any string without NUL; it tells the events of
+            different watches apart.
+        :raises pyxs.exceptions.PyXSError: ``EEXIST`` when the same path
+            and token are already watched.
+        """
+        watch = (encode_watch_path(wpath), encode_token(token))
+        reply = self._channel.call(Op.WATCH, _join(*watch))
+        if reply != _OK:
+            raise UnexpectedPacket("XenStore answered WATCH with %r" % (reply,))
+        self._channel.watches.add(watch)
+
+    def unwatch(self, wpath: Text, token: Text) -> None:
+        """Stop watching *wpath* with *token*.  Events of that watch that
+        are already queued are dropped too, unless another watch with the
+        same token covers their path.
+
+        :raises pyxs.exceptions.PyXSError: ``ENOENT`` for an unknown watch.
+        """
+        wpath_raw, token_raw = encode_watch_path(wpath), encode_token(token)
+        watch = (wpath_raw, token_raw)
+        reply = self._channel.call(Op.UNWATCH, _join(*watch))
+        if reply != _OK:
+            raise UnexpectedPacket("XenStore answered UNWATCH with %r" % (reply,))
+        channel = self._channel
+        channel.watches.discard(watch)
+        rivals = [p for p, t in channel.watches if t == token_raw]
+
+        def keep(event: Packet) -> bool:
+            path, token = _split(event.payload)[:2]
+            return (token != token_raw or not _covers(wpath_raw, path)
+                    or any(_covers(p, path) for p in rivals))
+        channel.forget_events(keep)
+
+    def wait(self, sleep: Optional[float] = None,
+             timeout: Optional[float] = None) -> Optional[Event]:
+        """Return the next event, waiting for it as long as it takes, or
+        at most *timeout* seconds.  Waiting costs nothing: no request is
+        sent and no CPU is used until XenStore sends something.
+
+        :param sleep: accepted for programs written for pyxs 0.3, where it
+            set a polling interval; there is no polling any more.
+        :param timeout: seconds to wait at most; None waits for ever.
+        :returns: the event, or None when *timeout* passed without one.
+        :raises pyxs.exceptions.ConnectionError: when the connection is
+            lost; its watches are lost with it.
+        """
+        packet = self._channel.next_event(timeout)
+        if packet is None:
+            return None
+        path, token = _split(packet.payload)[:2]
+        return Event(to_text(path), to_text(token))
+
+    def __iter__(self) -> Iterator[Event]:
+        """Yield events as they come, for ever."""
+        return iter(self.wait, None)
+
+
+def _covers(wpath: bytes, path: bytes) -> bool:
+    """Whether a watch on *wpath* sees a change of *path*."""
+    return path == wpath or path.startswith(wpath.rstrip(b"/") + b"/")

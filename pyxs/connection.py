@@ -1,0 +1,209 @@
+"""Transports: bytes to and from XenStore over a file descriptor.
+
+A connection knows how to open its file descriptor and move bytes; it
+knows nothing of messages.  Both kinds put the descriptor in
+non-blocking mode and wait for it with :func:`select.poll`, so every
+wait can be bounded, and every operating-system failure becomes a
+:exc:`~pyxs.exceptions.ConnectionError` that names the path.
+"""
+
+import os
+import platform
+import select
+import socket
+from typing import Optional
+
+from .exceptions import ConnectionError, Timeout
+
+__all__ = ["UnixSocketConnection", "XenBusConnection", "DEFAULT_TIMEOUT"]
+
+#: Seconds a call may wait for XenStore when no timeout is given.
+DEFAULT_TIMEOUT = 30.0
+
+# Larger than any message (16 + 4096 bytes), so one read usually takes
+# every reply that is waiting.
+_READ_SIZE = 65536
+
+
+def default_socket_path() -> str:
+    """Where xenstored listens, by the same rules as Xen's libxenstore:
+    ``$XENSTORED_PATH``, else ``$XENSTORED_RUNDIR/socket``, else
+    ``/var/run/xenstored/socket``."""
+    return os.environ.get("XENSTORED_PATH") or os.path.join(
+        os.environ.get("XENSTORED_RUNDIR", "/var/run/xenstored"), "socket")
+
+
+def default_xenbus_path() -> str:
+    """Where this operating system exposes the XenBus device, by the same
+    rules as Xen's libxenstore (``$XENSTORED_PATH`` first)."""
+    if os.environ.get("XENSTORED_PATH"):
+        return os.environ["XENSTORED_PATH"]
+    system = platform.system()
+    if system == "NetBSD":
+        return "/kern/xen/xenbus"
+    if system == "FreeBSD":
+        return "/dev/xen/xenstore"
+    if system == "Linux" and not os.path.exists("/dev/xen/xenbus"):
+        return "/proc/xen/xenbus"
+    return "/dev/xen/xenbus"
+
+
+class FileDescriptorConnection:
+    """What both transports share: a non-blocking descriptor, bounded
+    writes, and errors that name the path.  Subclasses provide
+    :meth:`_open`, which returns a connected descriptor.  Waiting for
+    replies is the client's business: it polls :meth:`fileno`.
+
+    :ivar path: what the descriptor is opened from.
+    :ivar timeout: seconds a call through this connection may take.
+    """
+
+    def __init__(self, path: str, timeout: Optional[float] = None) -> None:
+        self.path = path
+        self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        self.fd: Optional[int] = None
+
+    def __repr__(self) -> str:
+        return "%s(%r)" % (type(self).__name__, self.path)
+
+    @property
+    def is_connected(self) -> bool:
+        return self.fd is not None
+
+    def _open(self) -> int:
+        raise NotImplementedError
+
+    def connect(self) -> None:
+        """Open the descriptor; nothing happens if it is already open."""
+        if self.fd is not None:
+            return
+        fd = self._open()
+        try:
+            os.set_blocking(fd, False)
+        except OSError as e:
+            os.close(fd)
+            raise self._failure("cannot set up", e) from e
+        self.fd = fd
+
+    def disconnect(self) -> None:
+        """Close the descriptor; nothing happens if it is not open."""
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # The descriptor is released even when close() complains.
+
+    close = disconnect
+
+    def fileno(self) -> int:
+        """The open descriptor, for :mod:`select` and friends."""
+        if self.fd is None:
+            raise ConnectionError("not connected to %r" % self.path)
+        return self.fd
+
+    def send(self, data: bytes, timeout: Optional[float]) -> None:
+        """Write all of *data*, waiting at most *timeout* seconds (forever
+        when ``None``) whenever the descriptor cannot take more.  A
+        failure part-way leaves the stream broken: the caller must then
+        disconnect.
+
+        :raises pyxs.exceptions.Timeout: when the other end stopped taking
+            data for *timeout* seconds.
+        :raises pyxs.exceptions.ConnectionError: when the write fails.
+        """
+        fd = self.fileno()
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                # Polled only now: a XenBus device never reports POLLOUT.
+                poll = select.poll()
+                poll.register(fd, select.POLLOUT)
+                if not poll.poll(None if timeout is None else max(timeout, 0.0) * 1000):
+                    raise Timeout("timed out after %gs waiting to write to %r"
+                                  % (timeout, self.path)) from None
+            except OSError as e:
+                raise self._failure("cannot write to", e) from e
+
+    def read(self) -> bytes:
+        """Return the bytes that have arrived, or ``b""`` when none have
+        yet; never blocks.
+
+        :raises pyxs.exceptions.ConnectionError: when the other end has
+            closed the connection or the read fails.
+        """
+        try:
+            data = os.read(self.fileno(), _READ_SIZE)
+        except BlockingIOError:
+            return b""
+        except OSError as e:
+            raise self._failure("cannot read from", e) from e
+        if not data:
+            raise ConnectionError("%r closed the connection" % self.path)
+        return data
+
+    def _failure(self, action: str, error: OSError) -> ConnectionError:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        return ConnectionError("%s %r: %s" % (action, self.path, reason))
+
+
+class UnixSocketConnection(FileDescriptorConnection):
+    """A connection to xenstored's Unix domain socket, which the daemon
+    treats as privileged (domain 0).
+
+    :param path: the socket; by default found as Xen's libxenstore finds
+        it (see :func:`default_socket_path`).
+    :param socket_timeout: seconds that connecting, and each call
+        through this connection, may take (default :data:`DEFAULT_TIMEOUT`).
+    """
+
+    def __init__(self, path: Optional[str] = None,
+                 socket_timeout: Optional[float] = None) -> None:
+        super().__init__(os.fspath(path) if path is not None else default_socket_path(),
+                         socket_timeout)
+
+    @property
+    def socket_timeout(self) -> float:
+        return self.timeout
+
+    def __copy__(self) -> "UnixSocketConnection":
+        return type(self)(self.path, self.timeout)
+
+    def _open(self) -> int:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+        except socket.timeout as e:
+            sock.close()
+            raise Timeout("timed out connecting to %r" % self.path) from e
+        except OSError as e:
+            sock.close()
+            raise self._failure("cannot connect to", e) from e
+        return sock.detach()
+
+
+class XenBusConnection(FileDescriptorConnection):
+    """A connection through the XenBus character device, the way guests
+    (and dom0 without a socket) reach XenStore.
+
+    :param path: the device; by default the one this operating system
+        provides (see :func:`default_xenbus_path`).
+    :param timeout: seconds each call through this connection may take
+        (default :data:`DEFAULT_TIMEOUT`).
+    """
+
+    def __init__(self, path: Optional[str] = None, timeout: Optional[float] = None) -> None:
+        super().__init__(os.fspath(path) if path is not None else default_xenbus_path(),
+                         timeout)
+
+    def __copy__(self) -> "XenBusConnection":
+        return type(self)(self.path, self.timeout)
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError as e:
+            raise self._failure("cannot open", e) from e

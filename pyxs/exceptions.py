@@ -1,0 +1,88 @@
+"""The exceptions pyxs raises.
+
+Everything pyxs raises on purpose derives from :exc:`PyXSError`, so one
+``except PyXSError`` clause catches every failure of the library.  Errors
+about the caller's input are also :exc:`ValueError`, and are always raised
+before anything has been sent to XenStore.
+"""
+
+from typing import Optional
+
+__all__ = [
+    "PyXSError",
+    "InvalidOperation",
+    "InvalidPayload",
+    "InvalidPath",
+    "InvalidPermission",
+    "ConnectionError",
+    "UnexpectedPacket",
+    "Timeout",
+]
+
+
+class PyXSError(Exception):
+    """Base class of every pyxs exception.
+
+    When XenStore itself refuses a request, the exception carries the
+    error the daemon reported, like :exc:`OSError` does::
+
+        PyXSError(errno.ENOENT, "No such file or directory")
+
+    :ivar errno: the error number, or ``None`` when the failure did not
+        come from XenStore (a broken connection, for example).
+    :ivar strerror: the error message that goes with :attr:`errno`.
+    """
+
+    @property
+    def errno(self) -> Optional[int]:
+        if len(self.args) == 2 and isinstance(self.args[0], int):
+            return self.args[0]
+        return None
+
+    @property
+    def strerror(self) -> Optional[str]:
+        return self.args[1] if self.errno is not None else None
+
+
+class InvalidOperation(ValueError, PyXSError):
+    """An operation code that is not one of :class:`pyxs._internal.Op`."""
+
+
+class InvalidPayload(ValueError, PyXSError):
+    """A packet payload over the protocol's limit of 4096 bytes, or of a
+    type that cannot be sent."""
+
+
+class InvalidPath(ValueError, PyXSError):
+    """A path XenStore would refuse.
+
+    A valid path is non-empty, uses only ASCII letters, digits and the
+    characters ``-/_@``, has no ``//`` and no trailing ``/`` (the root
+    ``/`` aside), and is at most 3072 bytes long when absolute or 2048
+    bytes when relative.  The special paths ``@introduceDomain`` and
+    ``@releaseDomain`` are only valid where a watch path is expected.
+    """
+
+
+class InvalidPermission(ValueError, PyXSError):
+    """A permission entry not of the form ``<letter><domid>``, where the
+    letter is ``r`` (read), ``w`` (write), ``b`` (both) or ``n`` (none)
+    and the domain id is a decimal number, for example ``"r5"``."""
+
+
+class ConnectionError(PyXSError):  # noqa: A001 - the documented name
+    """The conversation with XenStore failed: it could not be opened,
+    it broke, or the daemon broke the protocol.  Every call that was
+    waiting on the connection fails with it; the client connects again
+    on its next call."""
+
+
+class UnexpectedPacket(ConnectionError):
+    """XenStore sent something the protocol does not allow here: a reply
+    to a request nobody made, a reply of the wrong type, or a malformed
+    frame."""
+
+
+class Timeout(ConnectionError):
+    """XenStore did not answer within the connection's timeout.  The
+    connection is closed, since its later replies could not be trusted."""
