@@ -1,0 +1,71 @@
+"""Shared pytest fixtures for pyxs's tests.
+
+Real-daemon fixtures (see tests/realdaemons.py): they run Xen 4.17's own
+C xenstored and OCaml oxenstored. When this machine cannot provide them the
+tests using these fixtures are skipped, or fail if PYXS_REQUIRE_REAL_DAEMONS=1.
+"""
+
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+import realdaemons  # noqa: E402  (needs the sys.path entry above)
+
+
+# ---------------------------------------------------------------- real daemons
+
+@pytest.fixture(scope="session", params=realdaemons.KINDS, ids=list(realdaemons.KINDS))
+def real_daemon(request, tmp_path_factory):
+    """A running daemon of each kind, shared by the whole session. Do not
+    kill or pause it: use start_daemon for that."""
+    daemon = realdaemons.require(
+        realdaemons.start, request.param, tmp_path_factory.mktemp(request.param)
+    )
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def start_daemon(tmp_path):
+    """Factory: ``start_daemon(kind, **start_kwargs)`` starts a private
+    daemon for one test (to kill, pause, ...); all are stopped afterwards."""
+    started = []
+
+    def _start(kind, **kwargs):
+        daemon = realdaemons.require(realdaemons.start, kind, tmp_path, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield _start
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def xs_lowlevel():
+    """Xen's C extension module xen.lowlevel.xs (CPython 3.11 only).
+    Set os.environ["XENSTORED_PATH"] (e.g. with monkeypatch) before xs(),
+    or use realdaemons.open_lowlevel_xs(daemon)."""
+    return realdaemons.require(realdaemons.load_lowlevel_xs)
+
+
+@pytest.fixture
+def node_root(real_daemon):
+    """A unique absolute path (``/pyxs-test/<hex>``) in real_daemon's tree
+    that the test may use freely; removed afterwards with a raw RM request
+    (independent of pyxs)."""
+    path = "/pyxs-test/" + uuid.uuid4().hex
+    yield path
+    try:
+        realdaemons.raw_request(
+            real_daemon, realdaemons.XS_RM, path.encode() + b"\0", timeout=5
+        )
+    except OSError:
+        pass  # daemon gone or unresponsive: nothing left to clean
+
