@@ -20,15 +20,28 @@ import realdaemons  # noqa: E402  (needs the sys.path entry above)
 
 # ---------------------------------------------------------------- real daemons
 
+@pytest.fixture(scope="session")
+def session_backends(tmp_path_factory):
+    """``get(kind)``: the session's one running backend of that kind,
+    started on first use and stopped at the end of the session."""
+    started = {}
+
+    def get(kind):
+        if kind not in started:
+            started[kind] = realdaemons.require(
+                realdaemons.start, kind, tmp_path_factory.mktemp(kind))
+        return started[kind]
+
+    yield get
+    for daemon in started.values():
+        daemon.stop()
+
+
 @pytest.fixture(scope="session", params=realdaemons.KINDS, ids=list(realdaemons.KINDS))
-def real_daemon(request, tmp_path_factory):
+def real_daemon(request, session_backends):
     """A running daemon of each kind, shared by the whole session. Do not
     kill or pause it: use start_daemon for that."""
-    daemon = realdaemons.require(
-        realdaemons.start, request.param, tmp_path_factory.mktemp(request.param)
-    )
-    yield daemon
-    daemon.stop()
+    return session_backends(request.param)
 
 
 @pytest.fixture
@@ -69,3 +82,37 @@ def node_root(real_daemon):
     except OSError:
         pass  # daemon gone or unresponsive: nothing left to clean
 
+
+# ------------------------------------------------------- any XenStore backend
+
+#: Every backend the client tests run against.
+BACKENDS = tuple(realdaemons.KINDS)
+
+
+@pytest.fixture(scope="session", params=BACKENDS, ids=list(BACKENDS))
+def xenstore(request, session_backends):
+    """A running XenStore of each backend, shared by the session: an
+    object with ``kind`` and ``socket_path``.  Do not kill it."""
+    return session_backends(request.param)
+
+
+@pytest.fixture
+def client(xenstore):
+    """A connected pyxs Client on ``xenstore``, closed afterwards."""
+    from pyxs import Client
+
+    with Client(unix_socket_path=xenstore.socket_path, socket_timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+def root(xenstore):
+    """A unique absolute path (``/pyxs-test/<hex>``) in ``xenstore``'s tree
+    for the test to use; removed afterwards with a raw RM request."""
+    path = "/pyxs-test/" + uuid.uuid4().hex
+    yield path
+    try:
+        realdaemons.raw_request(xenstore.socket_path, realdaemons.XS_RM,
+                                path.encode() + b"\0", timeout=5)
+    except OSError:
+        pass  # The backend is gone or stuck: nothing left to clean.
