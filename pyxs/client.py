@@ -17,8 +17,8 @@ import random
 import select
 import threading
 import time
-from typing import (Callable, Deque, Dict, Iterator, List, Optional, Sequence,
-                    Set, Tuple, TypeVar, Union)
+from typing import (Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence,
+                    Set, Tuple, TypeVar)
 
 from ._internal import HEADER, PAYLOAD_MAX, Event, Op, Packet, PacketDecoder
 from .connection import (FileDescriptorConnection, UnixSocketConnection,
@@ -31,6 +31,9 @@ from .helpers import (Text, encode_number, encode_path, encode_perms, encode_tok
 __all__ = ["Client", "Monitor"]
 
 T = TypeVar("T")
+
+#: How many requests the bulk operations keep in flight at once.
+PIPELINE_DEPTH = 64
 
 #: How many times :meth:`Client.run_in_transaction` tries by default.
 DEFAULT_TRANSACTION_ATTEMPTS = 16
@@ -150,28 +153,34 @@ class _Channel:
             self._fail(ConnectionError("the connection to %r was closed"
                                        % self.connection.path))
 
-    def submit(self, op: Op, payload: bytes, tx_id: int = 0,
-               generation: Optional[int] = None) -> _Slot:
-        """Send one request and return the slot its reply will land in.
+    def submit(self, requests: Sequence[Tuple[Op, bytes]], tx_id: int = 0,
+               generation: Optional[int] = None) -> List[_Slot]:
+        """Send requests, in one write, and return the slots their replies
+        will land in.
 
-        :param generation: if given, the request belongs to a transaction
+        :param generation: if given, the requests belong to a transaction
             made on that connection generation, and must not be sent on a
             later connection.
         """
-        if len(payload) > PAYLOAD_MAX:
-            raise InvalidPayload("a request of %d bytes is over XenStore's limit of %d"
-                                 % (len(payload), PAYLOAD_MAX))
+        for _, payload in requests:
+            if len(payload) > PAYLOAD_MAX:
+                raise InvalidPayload("a request of %d bytes is over XenStore's limit of %d"
+                                     % (len(payload), PAYLOAD_MAX))
         with self._lock:
             self._connect(self._deadline())
             if generation is not None and generation != self.generation:
                 raise ConnectionError("the connection that carried this transaction "
                                       "was lost, and the transaction with it")
-            rq_id = self._next_id
-            self._next_id = (rq_id + 1) & 0xFFFFFFFF
-            slot = self._pending[rq_id] = _Slot(op, self.generation)
+            frames, slots = [], []
+            for op, payload in requests:
+                rq_id = self._next_id
+                self._next_id = (rq_id + 1) & 0xFFFFFFFF
+                slots.append(_Slot(op, self.generation))
+                self._pending[rq_id] = slots[-1]
+                frames.append(HEADER.pack(op, rq_id, tx_id, len(payload)))
+                frames.append(payload)
             try:
-                self.connection.send(HEADER.pack(op, rq_id, tx_id, len(payload)) + payload,
-                                     self.connection.timeout)
+                self.connection.send(b"".join(frames), self.connection.timeout)
             except ConnectionError as e:
                 self._fail(e)
                 raise
@@ -180,7 +189,7 @@ class _Channel:
                 self._fail(ConnectionError("a write to %r was interrupted"
                                            % self.connection.path))
                 raise
-            return slot
+            return slots
 
     def result(self, slot: _Slot) -> bytes:
         """Wait for the reply in *slot* and return its payload.
@@ -205,7 +214,7 @@ class _Channel:
 
     def call(self, op: Op, payload: bytes, tx_id: int = 0,
              generation: Optional[int] = None) -> bytes:
-        return self.result(self.submit(op, payload, tx_id, generation))
+        return self.result(self.submit([(op, payload)], tx_id, generation)[0])
 
     def next_event(self, timeout: Optional[float]) -> Optional[Packet]:
         """Take the next watch event, waiting up to *timeout* seconds
@@ -414,9 +423,12 @@ class Client:
 
     # Requests.
 
-    def _call(self, op: Op, payload: bytes) -> bytes:
+    def _submit(self, requests: Sequence[Tuple[Op, bytes]]) -> List[_Slot]:
         tx_id = self.tx_id
-        return self._channel.call(op, payload, tx_id, self._tx_generation if tx_id else None)
+        return self._channel.submit(requests, tx_id, self._tx_generation if tx_id else None)
+
+    def _call(self, op: Op, payload: bytes) -> bytes:
+        return self._channel.result(self._submit([(op, payload)])[0])
 
     def _ack(self, op: Op, payload: bytes) -> None:
         reply = self._call(op, payload)
@@ -518,6 +530,28 @@ class Client:
     __setitem__ = write
     __delitem__ = rm
 
+    def read_many(self, paths: Iterable[Text]) -> List[Optional[str]]:
+        """Read many nodes at once, keeping up to :data:`PIPELINE_DEPTH`
+        requests in flight on the connection, which is much faster than
+        reading them one by one.
+
+        :returns: the values, in the order of *paths*; None for a node
+            that does not exist.
+        :raises pyxs.exceptions.PyXSError: for any other error reply.
+        """
+        payloads = [_join(encode_path(path)) for path in paths]
+        values: List[Optional[str]] = []
+        for start in range(0, len(payloads), PIPELINE_DEPTH):
+            for slot in self._submit([(Op.READ, payload) for payload
+                                      in payloads[start:start + PIPELINE_DEPTH]]):
+                try:
+                    values.append(to_text(self._channel.result(slot)))
+                except PyXSError as e:
+                    if e.errno != errno.ENOENT:
+                        raise
+                    values.append(None)
+        return values
+
     def walk(self, top: Text, topdown: bool = True) -> Iterator[Tuple[str, str, List[str]]]:
         """Walk the tree below *top* like :func:`os.walk`, yielding
         ``(path, value, children)`` for every node.
@@ -526,21 +560,33 @@ class Client:
         names from ``children`` in place keeps the walk out of them; with
         *topdown* false every node comes after all of its descendants.
         Nodes that vanish or may not be read during the walk are skipped.
+        The walk reads ahead, with many requests in flight at once.
         """
-        path = to_text(encode_path(top))
-        try:
-            children = self.ls(path)
-            value = self.read(path)
-        except PyXSError as e:
-            if e.errno in (errno.ENOENT, errno.EACCES):
-                return
-            raise
-        if topdown:
-            yield path, value, children
-        for child in list(children):
-            yield from self.walk(path.rstrip("/") + "/" + child, topdown)
-        if not topdown:
-            yield path, value, children
+        reader = _TreeReader(self)
+        # A stack of nodes to visit, and of finished nodes (topdown false)
+        # waiting for their descendants to be yielded first.
+        stack: List[Tuple[str, Optional[Tuple[str, str, List[str]]]]] = [
+            (to_text(encode_path(top)), None)]
+        while stack:
+            path, finished = stack.pop()
+            if finished is not None:
+                yield finished
+                continue
+            try:
+                value, children = reader.take(path)
+            except PyXSError as e:
+                if e.errno in (errno.ENOENT, errno.EACCES):
+                    continue
+                raise
+            node = (path, value, children)
+            if topdown:
+                yield node
+            else:
+                stack.append((path, node))
+            prefix = path.rstrip("/") + "/"
+            child_paths = [prefix + child for child in children]
+            reader.expect(child_paths)
+            stack.extend((child, None) for child in reversed(child_paths))
 
     # Domains.
 
@@ -593,7 +639,7 @@ class Client:
         with self._tx_lock:
             if self.tx_id:
                 raise error(errno.EALREADY)
-            slot = self._channel.submit(Op.TRANSACTION_START, b"\0")
+            slot, = self._channel.submit([(Op.TRANSACTION_START, b"\0")])
             tx_id = int(self._channel.result(slot).rstrip(b"\0"))
             self.tx_id, self._tx_generation = tx_id, slot.generation
             return tx_id
@@ -704,6 +750,59 @@ class Client:
         """Wait for an event of this client's watches; see
         :meth:`Monitor.wait`."""
         return self._own_monitor().wait(sleep, timeout)
+
+
+class _TreeReader:
+    """Fetch the value and children of nodes ahead of a depth-first walk.
+
+    Paths the walk will visit are queued in visiting order; up to
+    :data:`PIPELINE_DEPTH` requests for them are kept in flight, so the
+    walk rarely waits for a round trip.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._ahead: Deque[str] = collections.deque()
+        self._in_flight: Dict[str, List[_Slot]] = {}
+
+    def expect(self, paths: Sequence[str]) -> None:
+        """Queue *paths* to be visited next, in order, before any path
+        queued earlier (the walk is depth-first)."""
+        self._ahead.extendleft(reversed(paths))
+        self._fill()
+
+    def take(self, path: str) -> Tuple[str, List[str]]:
+        """Return the value and children of *path*."""
+        slots = self._in_flight.pop(path, None)
+        if slots is None:
+            if self._ahead and self._ahead[0] == path:
+                self._ahead.popleft()
+            slots = self._requests([path])
+        self._fill()
+        listing_slot, value_slot = slots
+        channel = self._client._channel
+        try:
+            children = [to_text(name) for name in _split(channel.result(listing_slot))]
+        except PyXSError as e:
+            if e.errno != errno.E2BIG:
+                raise
+            children = self._client.ls(path)
+        return to_text(channel.result(value_slot)), children
+
+    def _fill(self) -> None:
+        room = (PIPELINE_DEPTH - 2 * len(self._in_flight)) // 2
+        if room > 0 and self._ahead:
+            paths = [self._ahead.popleft() for _ in range(min(room, len(self._ahead)))]
+            slots = self._requests(paths)
+            for i, path in enumerate(paths):
+                self._in_flight[path] = slots[2 * i:2 * i + 2]
+
+    def _requests(self, paths: List[str]) -> List[_Slot]:
+        requests = []
+        for path in paths:
+            payload = _join(path.encode("utf-8", "surrogateescape"))
+            requests += [(Op.DIRECTORY, payload), (Op.READ, payload)]
+        return self._client._submit(requests)
 
 
 class Monitor:
