@@ -235,9 +235,23 @@ class _Channel:
                     return None
             return self.events.popleft()
 
-    def forget_events(self, keep: Callable[[Packet], bool]) -> None:
-        """Drop the queued events for which *keep* is false."""
+    def add_watch(self, watch: Tuple[bytes, bytes]) -> None:
         with self._lock:
+            self.watches.add(watch)
+
+    def remove_watch(self, watch: Tuple[bytes, bytes]) -> None:
+        """Forget a watch that XenStore has removed, and drop its queued
+        events, unless another watch with the same token sees them too
+        (as libxenstore's unwatch filter does)."""
+        wpath, token = watch
+        with self._lock:
+            self.watches.discard(watch)
+            rivals = [p for p, t in self.watches if t == token]
+
+            def keep(event: Packet) -> bool:
+                path, event_token = _split(event.payload)[:2]
+                return (event_token != token or not _covers(wpath, path)
+                        or any(_covers(p, path) for p in rivals))
             kept = [event for event in self.events if keep(event)]
             self.events.clear()
             self.events.extend(kept)
@@ -316,6 +330,11 @@ class _Channel:
 def _join(*parts: bytes) -> bytes:
     """A payload of NUL-terminated strings."""
     return b"\0".join(parts) + b"\0"
+
+
+def _expect_ok(op: Op, reply: bytes) -> None:
+    if reply != _OK:
+        raise UnexpectedPacket("XenStore answered %s with %r instead of OK" % (op.name, reply))
 
 
 def _split(payload: bytes) -> List[bytes]:
@@ -431,10 +450,7 @@ class Client:
         return self._channel.result(self._submit([(op, payload)])[0])
 
     def _ack(self, op: Op, payload: bytes) -> None:
-        reply = self._call(op, payload)
-        if reply != _OK:
-            raise UnexpectedPacket("XenStore answered %s with %r instead of OK"
-                                   % (op.name, reply))
+        _expect_ok(op, self._call(op, payload))
 
     # Nodes.
 
@@ -667,8 +683,7 @@ class Client:
                 if commit:
                     raise
                 return  # A lost transaction is as aborted as can be.
-            if reply != _OK:
-                raise UnexpectedPacket("XenStore ended a transaction with %r" % (reply,))
+            _expect_ok(Op.TRANSACTION_END, reply)
 
     def transaction(self) -> "Client":
         """Start a transaction and return a client that works inside it,
@@ -865,10 +880,8 @@ class Monitor:
             and token are already watched.
         """
         watch = (encode_watch_path(wpath), encode_token(token))
-        reply = self._channel.call(Op.WATCH, _join(*watch))
-        if reply != _OK:
-            raise UnexpectedPacket("XenStore answered WATCH with %r" % (reply,))
-        self._channel.watches.add(watch)
+        _expect_ok(Op.WATCH, self._channel.call(Op.WATCH, _join(*watch)))
+        self._channel.add_watch(watch)
 
     def unwatch(self, wpath: Text, token: Text) -> None:
         """Stop watching *wpath* with *token*.  Events of that watch that
@@ -877,20 +890,9 @@ class Monitor:
 
         :raises pyxs.exceptions.PyXSError: ``ENOENT`` for an unknown watch.
         """
-        wpath_raw, token_raw = encode_watch_path(wpath), encode_token(token)
-        watch = (wpath_raw, token_raw)
-        reply = self._channel.call(Op.UNWATCH, _join(*watch))
-        if reply != _OK:
-            raise UnexpectedPacket("XenStore answered UNWATCH with %r" % (reply,))
-        channel = self._channel
-        channel.watches.discard(watch)
-        rivals = [p for p, t in channel.watches if t == token_raw]
-
-        def keep(event: Packet) -> bool:
-            path, token = _split(event.payload)[:2]
-            return (token != token_raw or not _covers(wpath_raw, path)
-                    or any(_covers(p, path) for p in rivals))
-        channel.forget_events(keep)
+        watch = (encode_watch_path(wpath), encode_token(token))
+        _expect_ok(Op.UNWATCH, self._channel.call(Op.UNWATCH, _join(*watch)))
+        self._channel.remove_watch(watch)
 
     def wait(self, sleep: Optional[float] = None,
              timeout: Optional[float] = None) -> Optional[Event]:
