@@ -1,0 +1,300 @@
+"""The wire codec (pyxs._internal): operation numbers, Packet, its
+encoding, PacketDecoder and Event.
+
+The expected layout is written here independently of the library: a
+16-byte header of four native-endian uint32 (type, req_id, tx_id, len)
+followed by at most 4096 bytes of payload (xen/include/public/io/xs_wire.h).
+"""
+
+import struct
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pyxs import exceptions
+from pyxs._internal import Event, Op, Packet, PacketDecoder
+from pyxs.exceptions import InvalidOperation, InvalidPayload, PyXSError, UnexpectedPacket
+
+#: Moderate example counts, so that the whole file runs in a few seconds.
+FAST = settings(max_examples=60, deadline=None)
+
+WIRE_HEADER = struct.Struct("=IIII")
+PAYLOAD_LIMIT = 4096
+UINT32 = st.integers(min_value=0, max_value=2 ** 32 - 1)
+
+#: The operations of xs_wire.h, by name and number.
+EXPECTED_OPS = {
+    "DEBUG": 0,
+    "DIRECTORY": 1,
+    "READ": 2,
+    "GET_PERMS": 3,
+    "WATCH": 4,
+    "UNWATCH": 5,
+    "TRANSACTION_START": 6,
+    "TRANSACTION_END": 7,
+    "INTRODUCE": 8,
+    "RELEASE": 9,
+    "GET_DOMAIN_PATH": 10,
+    "WRITE": 11,
+    "MKDIR": 12,
+    "RM": 13,
+    "SET_PERMS": 14,
+    "WATCH_EVENT": 15,
+    "ERROR": 16,
+    "IS_DOMAIN_INTRODUCED": 17,
+    "RESUME": 18,
+    "SET_TARGET": 19,
+    "RESET_WATCHES": 21,
+    "DIRECTORY_PART": 22,
+}
+
+KNOWN_NUMBERS = frozenset(int(op) for op in Op)
+
+ops = st.sampled_from(list(Op))
+payloads = st.binary(max_size=PAYLOAD_LIMIT)
+# Mostly short payloads, some near the limit, so that streams stay small.
+small_payloads = st.one_of(st.binary(max_size=64),
+                           st.binary(min_size=PAYLOAD_LIMIT - 8, max_size=PAYLOAD_LIMIT))
+
+
+def make_packet(op, payload, rq_id, tx_id):
+    return Packet(op, payload, rq_id, tx_id)
+
+
+packets = st.builds(make_packet, ops, payloads, UINT32, UINT32)
+unknown_ops = UINT32.filter(lambda n: n not in KNOWN_NUMBERS)
+
+
+def wire(op, rq_id, tx_id, payload):
+    """The encoding of one message, built without the library."""
+    return WIRE_HEADER.pack(int(op), rq_id, tx_id, len(payload)) + payload
+
+
+# ------------------------------------------------------------------ Op
+
+@pytest.mark.parametrize("name,number", sorted(EXPECTED_OPS.items(), key=lambda i: i[1]))
+def test_op_names_and_numbers(name, number):
+    op = getattr(Op, name)
+    assert op == number
+    assert int(op) == number
+    assert Op(number) is op
+    assert op.name == name
+
+
+def test_op_numbers_are_unique():
+    numbers = [int(op) for op in Op]
+    assert len(numbers) == len(set(numbers))
+
+
+# ------------------------------------------------------------------ Packet
+
+def test_packet_fields():
+    assert Packet._fields == ("op", "rq_id", "tx_id", "size", "payload")
+    p = Packet(Op.READ, b"/local/domain/0/name\x00", rq_id=7, tx_id=3)
+    assert p.op is Op.READ
+    assert (p.rq_id, p.tx_id, p.size) == (7, 3, 21)
+    assert p.payload == b"/local/domain/0/name\x00"
+    assert tuple(p) == (Op.READ, 7, 3, 21, b"/local/domain/0/name\x00")
+    assert isinstance(p, tuple)
+
+
+def test_packet_defaults_are_zero():
+    p = Packet(Op.TRANSACTION_START, b"\x00")
+    assert (p.rq_id, p.tx_id) == (0, 0)
+    p = Packet(Op.READ, b"/a\x00", rq_id=None, tx_id=None)
+    assert (p.rq_id, p.tx_id) == (0, 0)
+
+
+def test_packet_positional_order_is_op_payload_rq_tx():
+    p = Packet(Op.WRITE, b"/a\x00v", 5, 9)
+    assert (p.rq_id, p.tx_id, p.payload) == (5, 9, b"/a\x00v")
+
+
+@FAST
+@given(st.sampled_from(sorted(EXPECTED_OPS.values())))
+def test_packet_accepts_op_numbers(number):
+    p = Packet(number, b"")
+    assert p.op == number
+    assert p.op is Op(number)
+
+
+def test_packet_empty_payload():
+    p = Packet(Op.RESET_WATCHES, b"")
+    assert p.size == 0 and p.payload == b""
+
+
+@FAST
+@given(ops, payloads)
+def test_packet_size_is_payload_length(op, payload):
+    p = Packet(op, payload)
+    assert p.size == len(payload)
+    assert p.payload == payload
+
+
+def test_packet_payload_limit_is_4096_bytes():
+    assert Packet(Op.WRITE, b"x" * PAYLOAD_LIMIT).size == PAYLOAD_LIMIT
+    with pytest.raises(InvalidPayload):
+        Packet(Op.WRITE, b"x" * (PAYLOAD_LIMIT + 1))
+
+
+@FAST
+@given(ops, st.integers(min_value=PAYLOAD_LIMIT + 1, max_value=3 * PAYLOAD_LIMIT))
+def test_packet_refuses_oversized_payload(op, size):
+    with pytest.raises(InvalidPayload) as info:
+        Packet(op, b"\x01" * size)
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, PyXSError)
+
+
+@FAST
+@given(unknown_ops)
+def test_packet_refuses_unknown_operation(number):
+    with pytest.raises(InvalidOperation) as info:
+        Packet(number, b"")
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, PyXSError)
+
+
+@pytest.mark.parametrize("bad", [-1, 23, 128, 65535, "READ", None])
+def test_packet_refuses_other_operations(bad):
+    with pytest.raises(InvalidOperation):
+        Packet(bad, b"")
+
+
+def test_codec_exceptions_are_value_errors_and_pyxs_errors():
+    for cls in (InvalidOperation, InvalidPayload):
+        assert issubclass(cls, ValueError)
+        assert issubclass(cls, PyXSError)
+        assert getattr(exceptions, cls.__name__) is cls
+
+
+# ------------------------------------------------------------ encode/decode
+
+@FAST
+@given(ops, payloads, UINT32, UINT32)
+def test_encoding_is_the_wire_layout(op, payload, rq_id, tx_id):
+    assert bytes(Packet(op, payload, rq_id, tx_id)) == wire(op, rq_id, tx_id, payload)
+
+
+@FAST
+@given(packets)
+def test_encode_decode_round_trip(packet):
+    data = bytes(packet)
+    assert len(data) == 16 + packet.size
+    decoded = Packet.decode(data)
+    assert decoded == packet
+    assert decoded.op is packet.op
+
+
+@FAST
+@given(packets, st.binary(min_size=1, max_size=32))
+def test_decode_refuses_trailing_bytes(packet, extra):
+    with pytest.raises(UnexpectedPacket):
+        Packet.decode(bytes(packet) + extra)
+
+
+@FAST
+@given(packets, st.data())
+def test_decode_refuses_truncated_message(packet, data):
+    encoded = bytes(packet)
+    cut = data.draw(st.integers(min_value=0, max_value=len(encoded) - 1))
+    with pytest.raises(UnexpectedPacket):
+        Packet.decode(encoded[:cut])
+
+
+# ------------------------------------------------------------ PacketDecoder
+
+@st.composite
+def stream_and_chunks(draw):
+    """A list of packets, their concatenated encoding, and the encoding cut
+    at arbitrary points."""
+    items = draw(st.lists(st.builds(make_packet, ops, small_payloads, UINT32, UINT32),
+                          max_size=6))
+    stream = b"".join(bytes(p) for p in items)
+    cuts = sorted(draw(st.lists(st.integers(min_value=0, max_value=len(stream)),
+                                max_size=12)))
+    bounds = [0] + cuts + [len(stream)]
+    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    return items, stream, chunks
+
+
+@FAST
+@given(stream_and_chunks())
+def test_decoder_any_chunking_yields_the_same_packets(case):
+    items, stream, chunks = case
+    decoder = PacketDecoder()
+    out = []
+    for chunk in chunks:
+        out.extend(decoder.feed(chunk))
+    assert out == items
+    assert decoder.pending == 0
+    assert all(a.op is b.op for a, b in zip(out, items))
+
+
+@FAST
+@given(stream_and_chunks())
+def test_decoder_byte_by_byte(case):
+    items, stream, _ = case
+    decoder = PacketDecoder()
+    out = []
+    for i in range(len(stream)):
+        out.extend(decoder.feed(stream[i:i + 1]))
+    assert out == items
+    assert decoder.pending == 0
+
+
+@FAST
+@given(packets, st.data())
+def test_decoder_keeps_a_partial_message(packet, data):
+    encoded = bytes(packet)
+    cut = data.draw(st.integers(min_value=0, max_value=len(encoded) - 1))
+    decoder = PacketDecoder()
+    assert decoder.feed(encoded[:cut]) == []
+    assert decoder.pending == cut
+    assert decoder.feed(encoded[cut:]) == [packet]
+    assert decoder.pending == 0
+
+
+@FAST
+@given(ops, UINT32, UINT32,
+       st.integers(min_value=PAYLOAD_LIMIT + 1, max_value=2 ** 32 - 1))
+def test_decoder_refuses_oversized_length(op, rq_id, tx_id, size):
+    header = WIRE_HEADER.pack(int(op), rq_id, tx_id, size)
+    with pytest.raises(UnexpectedPacket):
+        PacketDecoder().feed(header)
+
+
+def test_decoder_accepts_exactly_4096_bytes():
+    data = wire(Op.READ, 1, 0, b"v" * PAYLOAD_LIMIT)
+    [p] = PacketDecoder().feed(data)
+    assert p.size == PAYLOAD_LIMIT
+
+
+@FAST
+@given(unknown_ops, UINT32, UINT32, st.binary(max_size=64))
+def test_decoder_refuses_unknown_type(number, rq_id, tx_id, payload):
+    with pytest.raises(UnexpectedPacket):
+        PacketDecoder().feed(wire(number, rq_id, tx_id, payload))
+
+
+def test_decoder_refuses_bad_message_after_good_ones():
+    good = wire(Op.READ, 1, 0, b"value")
+    with pytest.raises(UnexpectedPacket):
+        PacketDecoder().feed(good + WIRE_HEADER.pack(int(Op.READ), 2, 0, PAYLOAD_LIMIT + 1))
+
+
+def test_unexpected_packet_is_a_connection_error():
+    assert issubclass(UnexpectedPacket, exceptions.ConnectionError)
+    assert issubclass(UnexpectedPacket, PyXSError)
+
+
+# ------------------------------------------------------------------ Event
+
+def test_event_is_a_path_token_pair():
+    e = Event("/foo/bar", "a unique token")
+    assert e._fields == ("path", "token")
+    assert e.path == "/foo/bar" and e.token == "a unique token"
+    assert e == ("/foo/bar", "a unique token")
+    path, token = e
+    assert (path, token) == ("/foo/bar", "a unique token")
+    assert Event(path="/a", token="t") == Event("/a", "t")
