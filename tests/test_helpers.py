@@ -1,0 +1,408 @@
+"""pyxs.exceptions and pyxs.helpers: the exception hierarchy, error(), and
+the path, watch path and permission validators.
+
+The validators are compared with oracles written here from the rules
+(pyxs 0.3 reference, InvalidPath/InvalidPermission, and the XenStore
+protocol), not from the library's code:
+
+* a path is non-empty and uses only ASCII letters, digits and ``-/_@``;
+  no ``//``; no trailing ``/`` except the root ``/`` itself; at most 3072
+  bytes when absolute (leading ``/``), 2048 bytes when relative; a leading
+  ``@`` names a special watch path, never a node;
+* a watch path is a valid path or exactly ``@introduceDomain`` or
+  ``@releaseDomain``;
+* a permission list is non-empty and every entry is one of ``w r b n``
+  followed by one or more ASCII digits, and nothing else.
+"""
+
+import errno
+import os
+
+import pytest
+from hypothesis import assume, example, given, settings, strategies as st
+
+import pyxs
+from pyxs import exceptions
+from pyxs.exceptions import (ConnectionError, InvalidOperation, InvalidPath, InvalidPayload,
+                             InvalidPermission, PyXSError, UnexpectedPacket)
+from pyxs.helpers import error, validate_path, validate_perms, validate_watch_path
+
+FAST = settings(max_examples=150, deadline=None)
+
+ASCII_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+ASCII_DIGITS = "0123456789"
+PATH_CHARS = frozenset(ASCII_LETTERS + ASCII_DIGITS + "-/_@")
+SPECIAL_WATCH_PATHS = ("@introduceDomain", "@releaseDomain")
+
+
+# ---------------------------------------------------------------- oracles
+
+def oracle_path(path):
+    """True when ``path`` (str) is a valid node path, by the rules."""
+    if path == "":
+        return False
+    if any(ch not in PATH_CHARS for ch in path):
+        return False
+    if path.startswith("@"):
+        return False
+    if "//" in path:
+        return False
+    if path.endswith("/") and path != "/":
+        return False
+    limit = 3072 if path.startswith("/") else 2048
+    return len(path.encode("ascii")) <= limit
+
+
+def oracle_watch_path(path):
+    return path in SPECIAL_WATCH_PATHS or oracle_path(path)
+
+
+def oracle_perm(perm):
+    return (len(perm) >= 2 and perm[0] in "wrbn"
+            and all(ch in ASCII_DIGITS for ch in perm[1:]))
+
+
+def oracle_perms(perms):
+    return len(perms) > 0 and all(oracle_perm(p) for p in perms)
+
+
+def accepts(validator, value, exc):
+    """True if ``validator(value)`` passes (and returns value unchanged),
+    False if it raises ``exc``; any other outcome fails the test."""
+    try:
+        result = validator(value)
+    except exc:
+        return False
+    assert result is value or result == value
+    return True
+
+
+# ----------------------------------------------------------- exceptions
+
+def test_pyxs_error_is_the_base():
+    assert issubclass(PyXSError, Exception)
+    for cls in (InvalidOperation, InvalidPayload, InvalidPath, InvalidPermission,
+                ConnectionError, UnexpectedPacket):
+        assert issubclass(cls, PyXSError), cls
+
+
+@pytest.mark.parametrize("cls", [InvalidOperation, InvalidPayload, InvalidPath,
+                                 InvalidPermission])
+def test_input_errors_are_value_errors(cls):
+    assert issubclass(cls, ValueError)
+    assert issubclass(cls, PyXSError)
+    with pytest.raises(ValueError):
+        raise cls("bad")
+
+
+def test_connection_errors():
+    assert issubclass(ConnectionError, PyXSError)
+    assert not issubclass(ConnectionError, ValueError)
+    assert issubclass(UnexpectedPacket, ConnectionError)
+    assert not issubclass(UnexpectedPacket, ValueError)
+
+
+def test_exceptions_are_exported():
+    for name in ("PyXSError", "InvalidOperation", "InvalidPayload", "InvalidPath",
+                 "InvalidPermission", "ConnectionError", "UnexpectedPacket"):
+        assert getattr(exceptions, name) is getattr(pyxs, name)
+
+
+# ---------------------------------------------------------------- error()
+
+def test_error_from_number():
+    e = error(22)
+    assert type(e) is PyXSError
+    assert e.args == (22, "Invalid argument")
+    assert e.errno == 22
+    assert e.strerror == "Invalid argument"
+
+
+def test_error_from_name():
+    e = error("EINVAL")
+    assert type(e) is PyXSError
+    assert e.args == (22, "Invalid argument")
+    assert e.errno == 22
+
+
+def test_error_name_and_number_agree():
+    assert error("EINVAL").args == error(22).args == error(errno.EINVAL).args
+
+
+@pytest.mark.parametrize("name", ["EINVAL", "EACCES", "EEXIST", "EISDIR", "ENOENT",
+                                  "ENOMEM", "ENOSPC", "EIO", "ENOTEMPTY", "ENOSYS",
+                                  "EROFS", "EBUSY", "EAGAIN", "EISCONN", "E2BIG",
+                                  "EPERM"])
+def test_error_names_the_daemons_send(name):
+    number = getattr(errno, name)
+    e = error(name)
+    assert e.errno == number
+    assert e.args == (number, os.strerror(number))
+
+
+@FAST
+@given(st.sampled_from(sorted(errno.errorcode.items())))
+def test_error_every_errno(item):
+    number, name = item
+    assert error(name).args == (number, os.strerror(number))
+    assert error(number).args == (number, os.strerror(number))
+
+
+def test_error_is_raisable_and_catchable():
+    with pytest.raises(PyXSError) as info:
+        raise error("ENOENT")
+    assert info.value.errno == errno.ENOENT
+
+
+def test_error_unknown_name_is_einval():
+    # libxenstore maps an error name it does not know to EINVAL.
+    assert error("ENOTANERROR").errno == errno.EINVAL
+
+
+# ------------------------------------------------------ validate_path
+
+VALID_PATHS = [
+    "/",
+    "/local",
+    "/local/domain/0/name",
+    "local/domain",
+    "name",
+    "a",
+    "/A-Z_a-z/0-9",
+    "/a@b",
+    "device/vif/0/mac",
+    "/" + "a" * 3071,                   # absolute: exactly 3072 bytes
+    ("/" + "/".join(["ab"] * 1023) + "x" * 3),  # 3072 bytes in 1023 segments
+    "a" * 2048,                         # relative: exactly 2048 bytes
+    "r/" + "b" * 2046,                  # relative, 2048 bytes, with a slash
+]
+
+INVALID_PATHS = [
+    "",                       # empty
+    "/a/",                    # trailing slash
+    "a/",
+    "//",
+    "//a",
+    "/a//b",                  # double slash
+    "/a b",                   # space
+    "/a.b",                   # dot
+    "/a:b",
+    "/a\\b",
+    "/a\x00",                 # NUL (trailing)
+    "/a\x00b",                # NUL (inside)
+    "\x00",
+    "/a\n",                   # trailing newline
+    "/a\nb",
+    "\n",
+    "/a\t",
+    "/é",                     # non-ASCII letter
+    "/ß",
+    "/a\u0665",               # ARABIC-INDIC DIGIT FIVE (str.isdigit() is True)
+    "/\u0661\u0662",
+    "/\uff11",                # FULLWIDTH DIGIT ONE
+    "/a\u00b2",               # SUPERSCRIPT TWO
+    "@foo",                   # special paths are not node paths
+    "@introduceDomain",
+    "@releaseDomain",
+    "/" + "a" * 3072,         # absolute: 3073 bytes
+    "a" * 2049,               # relative: 2049 bytes
+    "r/" + "b" * 2047,        # relative: 2049 bytes with a slash
+    "a" * 3072,               # relative paths do not get the absolute limit
+]
+
+
+@pytest.mark.parametrize("path", VALID_PATHS, ids=lambda p: repr(p[:24]) + "/%d" % len(p))
+def test_valid_paths(path):
+    assert validate_path(path) == path
+    raw = path.encode("ascii")
+    assert validate_path(raw) == raw
+
+
+@pytest.mark.parametrize("path", INVALID_PATHS, ids=lambda p: repr(p[:24]) + "/%d" % len(p))
+def test_invalid_paths(path):
+    with pytest.raises(InvalidPath):
+        validate_path(path)
+
+
+@pytest.mark.parametrize("path", INVALID_PATHS, ids=lambda p: repr(p[:24]) + "/%d" % len(p))
+def test_invalid_paths_as_bytes(path):
+    with pytest.raises(InvalidPath):
+        validate_path(path.encode("utf-8"))
+
+
+def test_invalid_bytes_path():
+    for raw in (b"/a\xff", b"/\xc3\xa9", b"/a\x80b", b"/a\x00", b"/a\n"):
+        with pytest.raises(InvalidPath):
+            validate_path(raw)
+
+
+def test_validate_path_returns_its_argument():
+    path = "/local/domain/0"
+    assert validate_path(path) is path
+    raw = b"/local/domain/0"
+    assert validate_path(raw) is raw
+
+
+def test_invalid_path_is_a_value_error():
+    with pytest.raises(ValueError):
+        validate_path("/a//b")
+
+
+@pytest.mark.parametrize("prefix,limit", [("/", 3072), ("", 2048), ("x/", 2048)])
+def test_path_length_boundaries(prefix, limit):
+    for length in range(limit - 3, limit + 4):
+        path = prefix + "z" * (length - len(prefix))
+        assert len(path) == length
+        if length <= limit:
+            assert validate_path(path) == path
+        else:
+            with pytest.raises(InvalidPath):
+                validate_path(path)
+
+
+# ----------------------------------------------- validate_path vs oracle
+
+#: Characters a path may hold, and some it may not.
+PATH_ALPHABET = st.sampled_from(
+    list("abcXYZ019-_@/") * 4 +
+    list(" .:\\\x00\n\t\r~*é\u0665\uff11\u00b2")
+)
+
+short_paths = st.text(PATH_ALPHABET, max_size=24)
+
+
+@st.composite
+def long_paths(draw):
+    """Paths whose lengths are close to the 2048 and 3072 limits."""
+    absolute = draw(st.booleans())
+    limit = 3072 if absolute else 2048
+    length = draw(st.integers(min_value=limit - 3, max_value=limit + 3))
+    head = "/" if absolute else draw(st.sampled_from(["", "x/", "@"]))
+    body = draw(st.text(PATH_ALPHABET, max_size=6))
+    filler = "q" * max(length - len(head) - len(body), 0)
+    return head + filler + body
+
+
+paths = st.one_of(short_paths, long_paths(), st.text(max_size=12))
+
+
+@FAST
+@given(paths)
+@example("/")
+@example("")
+@example("/a/")
+@example("@introduceDomain")
+def test_validate_path_matches_oracle(path):
+    expected = oracle_path(path)
+    assert accepts(validate_path, path, InvalidPath) == expected, repr(path)
+
+
+@FAST
+@given(paths)
+def test_validate_path_bytes_matches_oracle(path):
+    raw = path.encode("utf-8", "surrogatepass")
+    assert accepts(validate_path, raw, InvalidPath) == oracle_path(path), repr(raw)
+
+
+@FAST
+@given(st.lists(st.text(st.sampled_from(ASCII_LETTERS + ASCII_DIGITS + "-_@"),
+                        min_size=1, max_size=10), min_size=1, max_size=8),
+       st.booleans())
+def test_well_formed_paths_are_valid(segments, absolute):
+    assume(not segments[0].startswith("@") or absolute)
+    path = ("/" if absolute else "") + "/".join(segments)
+    assert validate_path(path) == path
+
+
+# ---------------------------------------------------- validate_watch_path
+
+@pytest.mark.parametrize("wpath", ["@introduceDomain", "@releaseDomain",
+                                   b"@introduceDomain", b"@releaseDomain",
+                                   "/", "/local/domain", "device/vif", b"/a/b"])
+def test_valid_watch_paths(wpath):
+    assert validate_watch_path(wpath) == wpath
+
+
+@pytest.mark.parametrize("wpath", ["@", "@foo", "@introduceDomainX", "@introducedomain",
+                                   "@introduceDomain/x", "@releaseDomain\n",
+                                   "@releaseDomain\x00", "x@introduceDomain/",
+                                   "", "/a//b", "/a/", "/a b", "/\u0665", "a" * 2049])
+def test_invalid_watch_paths(wpath):
+    with pytest.raises(InvalidPath):
+        validate_watch_path(wpath)
+
+
+@FAST
+@given(st.one_of(paths, st.sampled_from(SPECIAL_WATCH_PATHS),
+                 st.builds(lambda s, t: s + t, st.sampled_from(SPECIAL_WATCH_PATHS),
+                           st.text(PATH_ALPHABET, max_size=3))))
+def test_validate_watch_path_matches_oracle(wpath):
+    assert accepts(validate_watch_path, wpath, InvalidPath) == oracle_watch_path(wpath), \
+        repr(wpath)
+
+
+# ---------------------------------------------------------- validate_perms
+
+@pytest.mark.parametrize("perms", [["b0"], ["n0", "r5"], ["w1", "r2", "b3", "n4"],
+                                   ["r0123"], ["n4294967295"], [b"r5"], [b"n0", "b7"],
+                                   ("n0", "r5")])
+def test_valid_perms(perms):
+    assert validate_perms(perms) == perms
+
+
+@pytest.mark.parametrize("perms", [
+    [],                # at least the owner entry
+    ["r5x"],           # trailing junk
+    ["x5"],            # unknown letter
+    ["r"],             # no domid
+    ["R5"],            # upper case
+    ["r\u0665"],       # Arabic-Indic digit
+    ["r\uff15"],       # fullwidth digit
+    ["r5\n"],          # trailing newline
+    ["r5\x00"],
+    [" r5"],
+    ["r 5"],
+    ["r-5"],
+    ["r+5"],
+    ["rw5"],
+    ["5"],
+    [""],
+    ["b0", "r5x"],     # any bad entry spoils the list
+    ["b0", ""],
+    [b"r5x"],
+    [b"r\xd9\xa5"],
+])
+def test_invalid_perms(perms):
+    with pytest.raises(InvalidPermission):
+        validate_perms(perms)
+
+
+def test_invalid_permission_is_a_value_error():
+    with pytest.raises(ValueError):
+        validate_perms(["x5"])
+
+
+def test_validate_perms_returns_its_argument():
+    perms = ["n0", "r5"]
+    assert validate_perms(perms) is perms
+
+
+PERM_ALPHABET = st.sampled_from(list("wrbn0123456789") * 3 + list("WRBNx \n-+\x00\u0665"))
+perm_entries = st.one_of(
+    st.text(PERM_ALPHABET, max_size=6),
+    st.builds(lambda l, d: l + d, st.sampled_from("wrbn"), st.text(st.sampled_from(ASCII_DIGITS),
+                                                                     min_size=1, max_size=5)),
+)
+
+
+@FAST
+@given(st.lists(perm_entries, max_size=5))
+def test_validate_perms_matches_oracle(perms):
+    assert accepts(validate_perms, perms, InvalidPermission) == oracle_perms(perms), repr(perms)
+
+
+@FAST
+@given(st.lists(perm_entries, max_size=5))
+def test_validate_perms_bytes_matches_oracle(perms):
+    raw = [p.encode("utf-8") for p in perms]
+    assert accepts(validate_perms, raw, InvalidPermission) == oracle_perms(perms), repr(raw)
