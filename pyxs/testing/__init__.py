@@ -1,0 +1,181 @@
+"""An in-process XenStore daemon for tests.
+
+:class:`XenStoreServer` runs a XenStore that lives entirely inside the
+Python process: pure Python, standard library only, no Xen needed.  It
+answers on a Unix socket like the real daemon's, and can also offer a
+pseudo-terminal that behaves like a guest's XenBus device.  Its answers
+follow Xen 4.17's C ``xenstored`` closely, down to error codes, watch
+event order, transaction conflicts and the generation counts of
+``DIRECTORY_PART``, so that code tested against it behaves the same
+against the real thing.
+
+>>> from pyxs.testing import XenStoreServer
+>>> with XenStoreServer() as server:
+...     server.kind, os.path.exists(server.socket_path)
+('emulator', True)
+
+For pytest, :mod:`pyxs.testing.pytest_plugin` provides the fixtures
+``xenstore_server`` and ``xenstore_client``; ``python -m pyxs.testing``
+serves from the command line.
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from typing import Optional, Type
+
+from ._server import Loop
+from ._store import Store
+
+__all__ = ["XenStoreServer"]
+
+log = logging.getLogger("pyxs.testing")
+
+
+class XenStoreServer:
+    """An emulated XenStore daemon, served from a background thread.
+
+    The server holds what a freshly started C ``xenstored`` holds (the
+    nodes ``/``, ``/tool`` and ``/tool/xenstored``) and is ready to accept
+    connections as soon as :meth:`start` returns.  Use it as a context
+    manager to have it stopped on the way out::
+
+        with XenStoreServer() as server:
+            client = pyxs.Client(unix_socket_path=server.socket_path)
+
+    Every connection to the Unix socket acts as domain 0, with full
+    privileges, as on the real daemon's socket.  With ``pty=True`` the
+    server also opens a pseudo-terminal in raw mode: a client opens
+    :attr:`pty_path` with ``O_RDWR``, as it would ``/dev/xen/xenbus``, and
+    speaks for domain *pty_domid*.  For a domain other than 0 that
+    connection is unprivileged: permissions apply, relative paths are
+    relative to ``/local/domain/<pty_domid>``, and the quotas of C
+    xenstored hold.  The pseudo-terminal is one conversation for the
+    server's whole life, whoever opens it.
+
+    :param socket_path: where to create the Unix socket; by default a
+        fresh temporary directory holds it, and is removed by :meth:`stop`.
+        A stale socket already at that path is replaced.
+    :param pty: also serve a pseudo-terminal standing in for a XenBus
+        device.
+    :param pty_domid: the domain the pseudo-terminal's connection speaks
+        for (default 0).
+
+    :ivar kind: ``"emulator"``, telling this backend apart from the real
+        daemons in test parametrisations.
+    :ivar socket_path: the Unix socket's path.
+    :ivar pty_path: the pseudo-terminal's path once started with
+        ``pty=True``, else None.
+    """
+
+    kind = "emulator"
+
+    def __init__(self, socket_path: Optional[str] = None, *, pty: bool = False,
+                 pty_domid: int = 0) -> None:
+        if isinstance(pty_domid, bool) or not isinstance(pty_domid, int) \
+                or not 0 <= pty_domid < 0x7FF0:
+            raise ValueError("pty_domid must be a domain id from 0 to 32751, not %r"
+                             % (pty_domid,))
+        self._tempdir = None  # type: Optional[str]
+        if socket_path is None:
+            self._tempdir = tempfile.mkdtemp(prefix="pyxs-xenstore-")
+            socket_path = os.path.join(self._tempdir, "socket")
+        self.socket_path = os.fspath(socket_path)
+        self.pty_path = None  # type: Optional[str]
+        self._pty = pty
+        self._pty_domid = pty_domid
+        self._store = None  # type: Optional[Store]
+        self._loop = None  # type: Optional[Loop]
+        self._thread = None  # type: Optional[threading.Thread]
+        self._failure = None  # type: Optional[BaseException]
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is serving."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def store(self) -> Store:
+        """The emulated daemon's state (:class:`pyxs.testing._store.Store`),
+        for inspection in tests.  It belongs to the server thread: look,
+        but do not change it while the server runs."""
+        if self._store is None:
+            raise RuntimeError("the server has not been started")
+        return self._store
+
+    def start(self) -> "XenStoreServer":
+        """Start serving with a fresh store.  When this returns, the
+        socket accepts connections.
+
+        :returns: the server itself.
+        :raises RuntimeError: if it is already running.
+        :raises OSError: if the socket cannot be created.
+        """
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("the server is already running")
+            if self._tempdir is not None and not os.path.isdir(self._tempdir):
+                os.makedirs(self._tempdir)
+            self._store = Store()
+            loop = Loop(self._store, self.socket_path, self._pty, self._pty_domid)
+            loop.open()
+            self._loop = loop
+            self.pty_path = loop.pty_path
+            self._failure = None
+            self._thread = threading.Thread(target=self._serve, name="pyxs-xenstore",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        try:
+            self._loop.run()
+        except BaseException as exc:  # pragma: no cover - a bug in the loop
+            self._failure = exc
+            log.exception("the XenStore emulator stopped on an error")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving and close every connection and descriptor.
+        Calling it again, or on a server never started, does nothing.
+
+        :param timeout: seconds to wait for the server thread.
+        :raises RuntimeError: if the server thread does not stop in time,
+            or stopped earlier on an error.
+        """
+        with self._lock:
+            thread, loop = self._thread, self._loop
+            if thread is None:
+                self._remove_tempdir()
+                return
+            loop.stopping = True
+            loop.wake()
+            thread.join(timeout)
+            if thread.is_alive():
+                raise RuntimeError("the XenStore emulator did not stop within %s s"
+                                   % timeout)
+            loop.close()
+            self._thread = self._loop = None
+            self.pty_path = None
+            self._remove_tempdir()
+            failure, self._failure = self._failure, None
+        if failure is not None:
+            raise RuntimeError("the XenStore emulator had failed") from failure
+
+    def _remove_tempdir(self) -> None:
+        if self._tempdir is not None:
+            shutil.rmtree(self._tempdir, ignore_errors=True)
+
+    def __enter__(self) -> "XenStoreServer":
+        return self.start()
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: object,
+                 tb: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        extra = " pty=%s" % self.pty_path if self.pty_path else ""
+        return "<XenStoreServer %s %s%s>" % (state, self.socket_path, extra)

@@ -1,0 +1,306 @@
+"""The emulator's I/O: a selector loop on a background thread.
+
+It serves a Unix socket, where every accepted connection is domain 0 with
+full privileges (as on the real daemon's socket), and optionally a
+pseudo-terminal in raw mode that stands in for a XenBus device: a client
+opens the terminal's path with ``O_RDWR`` and talks the same framing over
+it, as one domain's ring connection.
+
+Frames are cut with the codec's :data:`~pyxs._internal.HEADER`; the
+store sees every request in arrival order, one at a time.
+"""
+
+import errno
+import logging
+import os
+import selectors
+import socket
+import stat
+import threading
+import tty
+from typing import Dict, List, Optional
+
+from .._internal import HEADER, PAYLOAD_MAX
+from ._store import Connection, Store
+
+__all__ = ["Loop"]
+
+log = logging.getLogger("pyxs.testing")
+
+_READ_SIZE = 65536
+
+
+class _Peer:
+    """One served file descriptor: a socket client or the pty master."""
+
+    def __init__(self, fd: int, conn: Connection, sock: Optional[socket.socket]) -> None:
+        self.fd = fd
+        self.conn = conn
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.ignored = False
+
+    def recv(self) -> bytes:
+        if self.sock is not None:
+            return self.sock.recv(_READ_SIZE)
+        return os.read(self.fd, _READ_SIZE)
+
+    def send(self, data: bytes) -> int:
+        if self.sock is not None:
+            return self.sock.send(data)
+        return os.write(self.fd, data)
+
+
+class Loop:
+    """The server loop.  :meth:`open` prepares every descriptor (so the
+    socket accepts connections once it returns), :meth:`run` serves until
+    :meth:`wake` is called after :attr:`stopping` is set, and
+    :meth:`close` releases everything."""
+
+    def __init__(self, store: Store, socket_path: str, pty: bool, pty_domid: int) -> None:
+        self.store = store
+        self.socket_path = socket_path
+        self.pty_path = None  # type: Optional[str]
+        self._want_pty = pty
+        self._pty_domid = pty_domid
+        self.stopping = False
+        self._selector = selectors.DefaultSelector()
+        self._listener = None  # type: Optional[socket.socket]
+        self._wake_r = self._wake_w = -1
+        self._pty_master = self._pty_slave = -1
+        self._peers = {}  # type: Dict[int, _Peer]
+        self._by_conn = {}  # type: Dict[Connection, _Peer]
+
+    # Set-up and tear-down.
+
+    def open(self) -> None:
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        try:
+            if stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
+                os.unlink(self.socket_path)  # a stale socket, as the daemon does
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener = listener
+        listener.bind(self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+        listener.listen(64)
+        listener.setblocking(False)
+        self._selector.register(listener, selectors.EVENT_READ, None)
+        if self._want_pty:
+            self._pty_master, self._pty_slave = os.openpty()
+            # Raw mode: no echo, no line editing, every byte passed as is.
+            tty.setraw(self._pty_slave)
+            self.pty_path = os.ttyname(self._pty_slave)
+            os.set_blocking(self._pty_master, False)
+            conn = self.store.connect(self._pty_domid, socket=False)
+            # The slave stays open here too, so that clients may come and
+            # go without the master seeing a hang-up.
+            self._add_peer(_Peer(self._pty_master, conn, None))
+
+    def close(self) -> None:
+        """Close every descriptor; the store forgets every connection."""
+        for peer in list(self._peers.values()):
+            self._drop(peer, notify=False)
+        if self._listener is not None:
+            try:
+                self._selector.unregister(self._listener)
+            except (KeyError, ValueError):
+                pass
+            self._listener.close()
+            self._listener = None
+            try:
+                os.unlink(self.socket_path)
+            except OSError:
+                pass
+        for name in ("_pty_slave", "_wake_r", "_wake_w"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                if name == "_wake_r":
+                    try:
+                        self._selector.unregister(fd)
+                    except (KeyError, ValueError):
+                        pass
+                os.close(fd)
+                setattr(self, name, -1)
+        self._pty_master = -1
+        self._selector.close()
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    # Serving.
+
+    def run(self) -> None:
+        while not self.stopping:
+            for key, events in self._selector.select():
+                if key.fileobj is self._listener:
+                    self._accept()
+                elif key.fd == self._wake_r:
+                    try:
+                        while os.read(self._wake_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                else:
+                    peer = key.data
+                    if peer.fd not in self._peers:
+                        continue  # dropped earlier in this round
+                    if events & selectors.EVENT_READ:
+                        self._readable(peer)
+                    if peer.fd in self._peers and events & selectors.EVENT_WRITE:
+                        self._writable(peer)
+
+    def _add_peer(self, peer: _Peer) -> None:
+        self._peers[peer.fd] = peer
+        self._by_conn[peer.conn] = peer
+        self._selector.register(peer.fd, selectors.EVENT_READ, peer)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            self._add_peer(_Peer(sock.fileno(), self.store.connect(), sock))
+
+    def _drop(self, peer: _Peer, notify: bool = True) -> None:
+        """Stop serving *peer* and close its descriptor."""
+        self._peers.pop(peer.fd, None)
+        self._by_conn.pop(peer.conn, None)
+        try:
+            self._selector.unregister(peer.fd)
+        except (KeyError, ValueError):
+            pass
+        if notify:
+            self._dispatch(self.store.disconnect(peer.conn))
+        if peer.sock is not None:
+            peer.sock.close()
+        else:
+            os.close(peer.fd)
+
+    def _readable(self, peer: _Peer) -> None:
+        try:
+            data = peer.recv()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if peer.sock is None and exc.errno == errno.EIO:
+                return  # no slave open right now (cannot happen while we hold it)
+            self._drop(peer)
+            return
+        if not data:
+            if peer.sock is not None:
+                self._drop(peer)
+            return
+        if peer.ignored:
+            return
+        peer.inbuf += data
+        self._process(peer)
+
+    def _process(self, peer: _Peer) -> None:
+        buf = peer.inbuf
+        start = 0
+        while len(buf) - start >= HEADER.size:
+            op, rq_id, tx_id, size = HEADER.unpack_from(buf, start)
+            if size > PAYLOAD_MAX:
+                log.info("dropping a connection that sent a %d-byte frame", size)
+                del buf[:]
+                self._misbehaved(peer)
+                return
+            end = start + HEADER.size + size
+            if end > len(buf):
+                break
+            payload = bytes(buf[start + HEADER.size:end])
+            start = end
+            conn = peer.conn
+            self._dispatch(self.store.handle_raw(conn, op, rq_id, tx_id, payload))
+            if conn.broken or conn.closed:
+                if conn.broken:
+                    log.warning("xenstored would have crashed on that request "
+                                "(op %d); dropping the connection", op)
+                del buf[:]
+                self._misbehaved(peer)
+                return
+            if peer.fd not in self._peers:
+                return
+            self._check_released()
+        del buf[:start]
+
+    def _check_released(self) -> None:
+        # A domain's ring connection ends when another client releases
+        # the domain.
+        for other in list(self._peers.values()):
+            if other.sock is None and other.conn.closed and not other.ignored:
+                self._misbehaved(other)
+
+    def _misbehaved(self, peer: _Peer) -> None:
+        if peer.sock is not None:
+            self._drop(peer)
+        else:
+            # A ring connection is not closed, just no longer served.
+            if not peer.conn.closed:
+                self.store.ignore(peer.conn)
+            peer.ignored = True
+            del peer.outbuf[:]
+            del peer.conn.queued[:]
+            self._update(peer)
+
+    def _dispatch(self, output: List) -> None:
+        touched = []
+        for conn, packet in output:
+            peer = self._by_conn.get(conn)
+            if peer is None or peer.ignored:
+                continue
+            conn.queued.append(packet)
+            if peer not in touched:
+                touched.append(peer)
+        for peer in touched:
+            self._writable(peer)
+
+    def _writable(self, peer: _Peer) -> None:
+        queued = peer.conn.queued
+        while True:
+            if not peer.outbuf:
+                if not queued:
+                    break
+                peer.outbuf += bytes(queued.pop(0))
+            try:
+                sent = peer.send(peer.outbuf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._drop(peer)
+                return
+            del peer.outbuf[:sent]
+        self._update(peer)
+
+    def _update(self, peer: _Peer) -> None:
+        if peer.fd not in self._peers:
+            return
+        events = selectors.EVENT_READ
+        if peer.outbuf or peer.conn.queued:
+            events |= selectors.EVENT_WRITE
+        try:
+            self._selector.modify(peer.fd, events, peer)
+        except (KeyError, ValueError):
+            pass
+
