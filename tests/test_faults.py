@@ -1,0 +1,740 @@
+"""A misbehaving XenStore: every fault fails every caller promptly, and
+the client recovers.
+
+The daemon here is a small scripted server on a Unix socket.  Each
+accepted connection runs one *script* (a function of the :class:`Peer`
+that stands for the connection); connections beyond the scripts given
+are served honestly by a tiny in-memory XenStore, so that a test can
+check that the client, after a fault, reconnects and works again.  The
+server records every byte it received, which lets a test prove that a
+refused request was never sent.
+
+Every test is bounded in time without pytest-timeout: the calls under
+test run in threads joined with a timeout, and scripted servers give up
+waiting after a few seconds.
+"""
+
+import collections
+import errno
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+import pyxs
+from pyxs import Client, Event, Monitor, UnixSocketConnection
+from pyxs._internal import HEADER, Op, Packet, PacketDecoder
+from pyxs.exceptions import (ConnectionError, InvalidPath, InvalidPayload,
+                             InvalidPermission, PyXSError, Timeout, UnexpectedPacket)
+
+#: How long a thread may take to fail once a fault happened ("promptly").
+PROMPT = 5.0
+#: How long any single step of a scripted server waits for the client.
+SERVER_PATIENCE = 10.0
+#: How many threads have a call pending when a fault strikes.
+PENDING = 4
+
+
+# --------------------------------------------------------------- the server
+
+class Peer:
+    """One connection accepted by :class:`ScriptedServer`."""
+
+    def __init__(self, server, sock, index):
+        self.server = server
+        self.sock = sock
+        self.index = index
+        self.received = bytearray()
+        self.requests = []
+        self.watches = []
+        self.closed_by_client = threading.Event()
+        self._decoder = PacketDecoder()
+        self._queue = collections.deque()
+        self._send_lock = threading.Lock()
+        sock.settimeout(SERVER_PATIENCE)
+
+    # Receiving.
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            self.closed_by_client.set()
+            return False
+        self.received += data
+        for packet in self._decoder.feed(data):
+            self.requests.append(packet)
+            self._queue.append(packet)
+        return True
+
+    def next_request(self):
+        """The next request, or None once the client closed the
+        connection; raises socket.timeout when the client is silent."""
+        while not self._queue:
+            if not self._fill():
+                return None
+        return self._queue.popleft()
+
+    def take(self, count, op=None):
+        """The next *count* requests, each checked to be of type *op*."""
+        requests = []
+        for _ in range(count):
+            request = self.next_request()
+            assert request is not None, "the client closed the connection early"
+            if op is not None:
+                assert request.op is op, request
+            requests.append(request)
+        return requests
+
+    def wait_for_close(self):
+        """Read and drop everything until the client closes (bounded)."""
+        try:
+            while self._fill():
+                pass
+        except OSError:
+            pass
+
+    # Sending.
+
+    def send(self, data):
+        with self._send_lock:
+            self.sock.sendall(bytes(data))
+
+    def reply(self, request, payload, op=None):
+        self.send(Packet(request.op if op is None else op, payload,
+                         rq_id=request.rq_id, tx_id=request.tx_id))
+
+    def event(self, path, token):
+        self.send(Packet(Op.WATCH_EVENT, path + b"\0" + token + b"\0"))
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    # Honest service.
+
+    def answer(self, request):
+        """Answer *request* as a (very small) XenStore would."""
+        server, payload = self.server, request.payload
+        args = payload.split(b"\0")
+        op = request.op
+        if op is Op.READ:
+            value = server.store.get(args[0])
+            if value is None:
+                self.reply(request, b"ENOENT\0", Op.ERROR)
+            else:
+                self.reply(request, value)
+        elif op is Op.WRITE:
+            path, _, value = payload.partition(b"\0")
+            server.store[path] = value
+            self.reply(request, b"OK\0")
+            server.fire(path)
+        elif op is Op.MKDIR:
+            server.store.setdefault(args[0], b"")
+            self.reply(request, b"OK\0")
+        elif op is Op.RM:
+            for path in [p for p in server.store if _covers(args[0], p)]:
+                del server.store[path]
+            self.reply(request, b"OK\0")
+            server.fire(args[0])
+        elif op is Op.DIRECTORY:
+            prefix = args[0].rstrip(b"/") + b"/"
+            names = sorted({p[len(prefix):].split(b"/")[0]
+                            for p in server.store if p.startswith(prefix)})
+            self.reply(request, b"".join(n + b"\0" for n in names))
+        elif op is Op.WATCH:
+            self.watches.append((args[0], args[1]))
+            self.reply(request, b"OK\0")
+            self.event(args[0], args[1])
+        elif op is Op.UNWATCH:
+            self.watches.remove((args[0], args[1]))
+            self.reply(request, b"OK\0")
+        elif op is Op.TRANSACTION_START:
+            self.reply(request, b"1\0")
+        elif op is Op.TRANSACTION_END:
+            self.reply(request, b"OK\0")
+        else:
+            self.reply(request, b"ENOSYS\0", Op.ERROR)
+
+    def serve(self):
+        """Answer honestly until the client closes the connection."""
+        try:
+            while True:
+                request = self.next_request()
+                if request is None:
+                    return
+                self.answer(request)
+        except OSError:
+            pass
+
+
+def _covers(wpath, path):
+    return path == wpath or path.startswith(wpath.rstrip(b"/") + b"/")
+
+
+def honest(peer):
+    peer.serve()
+
+
+class ScriptedServer:
+    """A Unix-socket XenStore that follows a script per connection."""
+
+    def __init__(self, path, scripts=()):
+        self.path = str(path)
+        self.scripts = collections.deque(scripts)
+        self.peers = []
+        self.store = {}
+        self.errors = []
+        self._lock = threading.Lock()
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen(16)
+        self._listener.settimeout(0.1)
+        self._stopping = False
+        self._threads = []
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    def _accept(self):
+        while not self._stopping:
+            try:
+                sock, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                peer = Peer(self, sock, len(self.peers))
+                self.peers.append(peer)
+                script = self.scripts.popleft() if self.scripts else honest
+            thread = threading.Thread(target=self._run, args=(script, peer), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, script, peer):
+        try:
+            script(peer)
+        except Exception as e:  # reported by the test, never swallowed
+            self.errors.append((peer.index, e))
+        finally:
+            peer.close()
+
+    def fire(self, path):
+        with self._lock:
+            peers = list(self.peers)
+        for peer in peers:
+            for wpath, token in list(peer.watches):
+                if _covers(wpath, path):
+                    try:
+                        peer.event(path, token)
+                    except OSError:
+                        pass
+
+    def wait_for_peers(self, count, timeout=SERVER_PATIENCE):
+        deadline = time.monotonic() + timeout
+        while len(self.peers) < count:
+            assert time.monotonic() < deadline, "no connection %d came" % count
+            time.sleep(0.01)
+        return self.peers[count - 1]
+
+    def close(self):
+        self._stopping = True
+        self._listener.close()
+        for peer in list(self.peers):
+            peer.close()
+        for thread in self._threads + [self._acceptor]:
+            thread.join(SERVER_PATIENCE)
+
+
+@pytest.fixture
+def server(tmp_path):
+    made = []
+
+    def make(*scripts):
+        made.append(ScriptedServer(tmp_path / ("xs%d.sock" % len(made)), scripts))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+    for s in made:
+        assert not s.errors, "a scripted server failed: %r" % (s.errors,)
+
+
+# ------------------------------------------------------------------ helpers
+
+class Call:
+    """Run ``fn(*args)`` in a daemon thread; :meth:`outcome` joins it
+    with a timeout and returns what it returned or raised."""
+
+    def __init__(self, fn, *args):
+        self.result = self.error = None
+        self.finished_at = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args):
+        try:
+            self.result = fn(*args)
+        except BaseException as e:
+            self.error = e
+        finally:
+            self.finished_at = time.monotonic()
+
+    @property
+    def done(self):
+        return not self._thread.is_alive()
+
+    def outcome(self, timeout=PROMPT + SERVER_PATIENCE):
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the call hung for %gs" % timeout
+        return self.result, self.error
+
+
+def expect_failure(call, kind, message, since, prompt=PROMPT):
+    """Check that *call* failed with *kind* (a ConnectionError subclass)
+    whose message matches *message*, at most *prompt* s after *since* (a
+    time.monotonic() value, or a function giving it once the call ended)."""
+    result, error = call.outcome()
+    if callable(since):
+        since = since()
+    assert error is not None, "the call returned %r instead of failing" % (result,)
+    assert isinstance(error, ConnectionError), repr(error)
+    assert isinstance(error, kind), repr(error)
+    assert re.search(message, str(error)), "unhelpful message: %r" % (str(error),)
+    assert call.finished_at - since < prompt, (
+        "failed only %.1fs after the fault" % (call.finished_at - since))
+    return error
+
+
+def settle():
+    """Give threads just started the time to block."""
+    time.sleep(0.2)
+
+
+# ------------------------------------------------------------------- faults
+
+def _watch_then_reads(fault, reads=PENDING):
+    """A script: answer the WATCH (and send its event), take *reads*
+    pending READs, then do *fault* to them."""
+    def script(peer):
+        peer.answer(peer.take(1, Op.WATCH)[0])
+        fault(peer, peer.take(reads, Op.READ))
+    return script
+
+
+def _close(peer, reads):
+    peer.close()
+
+
+def _truncated(peer, reads):
+    frame = bytes(Packet(Op.READ, b"a value that will never arrive whole", rq_id=reads[0].rq_id))
+    peer.send(frame[:HEADER.size + 7])
+    time.sleep(0.1)
+    peer.close()
+
+
+def _oversized(peer, reads):
+    peer.send(HEADER.pack(Op.READ, reads[0].rq_id, 0, 5000) + b"x" * 64)
+    peer.wait_for_close()
+
+
+def _unknown_id(peer, reads):
+    assert 4242 not in [r.rq_id for r in reads]
+    peer.send(Packet(Op.READ, b"stray", rq_id=4242))
+    peer.wait_for_close()
+
+
+def _wrong_type(peer, reads):
+    peer.reply(reads[0], b"OK\0", Op.WRITE)
+    peer.wait_for_close()
+
+
+def _unknown_type(peer, reads):
+    peer.send(HEADER.pack(999, reads[0].rq_id, 0, 3) + b"OK\0")
+    peer.wait_for_close()
+
+
+def _malformed_event(peer, reads):
+    peer.send(Packet(Op.WATCH_EVENT, b"no-separator"))
+    peer.wait_for_close()
+
+
+def _silent(peer, reads):
+    peer.wait_for_close()
+
+
+#: fault name -> (what the server does, timeout of the client, expected
+#: exception, pattern its message must match, whether the client must
+#: close the connection itself).
+FAULTS = {
+    "closed": (_close, 10, ConnectionError, r"closed the connection", False),
+    "truncated": (_truncated, 10, ConnectionError, r"closed the connection", False),
+    "oversized": (_oversized, 10, UnexpectedPacket, r"5000.*4096", True),
+    "unknown-id": (_unknown_id, 10, UnexpectedPacket, r"4242.*never made", True),
+    "wrong-type": (_wrong_type, 10, UnexpectedPacket, r"WRITE.*READ", True),
+    "unknown-type": (_unknown_type, 10, UnexpectedPacket, r"unknown type 999", True),
+    "malformed-event": (_malformed_event, 10, UnexpectedPacket,
+                        r"malformed watch event", True),
+    "silent": (_silent, 0.5, Timeout, r"no reply|timed out", True),
+}
+
+
+def check_recovery(srv, client, connections):
+    """The same client works again, on a new, honestly served connection."""
+    client.write("/after", "fault")
+    assert client.read("/after") == "fault"
+    assert len(srv.peers) == connections
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_fault_fails_pending_calls_and_waiter(server, fault):
+    """Several threads with a call pending and one thread in wait() on the
+    same client all fail with the fault, and the client recovers."""
+    action, timeout, kind, message, client_closes = FAULTS[fault]
+    struck = []
+
+    def fault_script(peer):
+        def strike(peer, reads):
+            struck.append(time.monotonic())
+            action(peer, reads)
+        _watch_then_reads(strike)(peer)
+
+    srv = server(fault_script)
+    client = Client(unix_socket_path=srv.path, socket_timeout=timeout)
+    try:
+        client.watch("/w", "token")
+        assert client.wait(timeout=PROMPT) == Event("/w", "token")
+        waiter = Call(client.wait)
+        settle()
+        calls = [Call(client.read, "/pending/%d" % i) for i in range(PENDING)]
+        for call in calls + [waiter]:
+            expect_failure(call, kind, message, since=lambda: struck[0])
+        peer = srv.peers[0]
+        if client_closes:
+            assert peer.closed_by_client.wait(PROMPT), \
+                "the client kept a connection it could no longer trust"
+        check_recovery(srv, client, connections=2)
+    finally:
+        client.close()
+
+
+MONITOR_FAULTS = ["closed", "truncated", "oversized", "unknown-id", "unknown-type",
+                  "malformed-event"]
+
+
+@pytest.mark.parametrize("fault", MONITOR_FAULTS)
+def test_fault_fails_every_monitor_waiter(server, fault):
+    """Two threads waiting on one Monitor (its own connection, no request
+    pending) both fail with the fault; the monitor can watch again."""
+    action, _, kind, message, client_closes = FAULTS[fault]
+    go = threading.Event()
+    struck = []
+
+    def fault_script(peer):
+        peer.answer(peer.take(1, Op.WATCH)[0])
+        assert go.wait(SERVER_PATIENCE)
+        struck.append(time.monotonic())
+        action(peer, [Packet(Op.READ, b"", rq_id=1)])
+
+    srv = server(fault_script)
+    client = Client(unix_socket_path=srv.path, socket_timeout=10)  # never connected
+    monitor = client.monitor()
+    assert isinstance(monitor, Monitor)
+    if True:
+        try:
+            monitor.watch("/w", "m")
+            assert monitor.wait(timeout=PROMPT) == Event("/w", "m")
+            waiters = [Call(monitor.wait), Call(monitor.wait, None, 60)]
+            settle()
+            assert not any(w.done for w in waiters), "wait() returned with nothing to report"
+            go.set()
+            for waiter in waiters:
+                expect_failure(waiter, kind, message, since=lambda: struck[0])
+            if client_closes:
+                assert srv.peers[0].closed_by_client.wait(PROMPT)
+            # The watch died with the connection; a new one works.
+            monitor.watch("/w", "again")
+            assert monitor.wait(timeout=PROMPT) == Event("/w", "again")
+            assert len(srv.peers) == 2
+        finally:
+            monitor.close()
+
+
+def test_daemon_closing_while_threads_wait_and_others_call(server):
+    """The connection dies while many threads are each in a different
+    phase: all fail, none hangs, and every later call works."""
+    def script(peer):
+        peer.answer(peer.take(1, Op.WATCH)[0])
+        for _ in range(3):
+            peer.answer(peer.take(1, Op.READ)[0])
+        peer.take(PENDING, Op.READ)
+        peer.close()
+
+    srv = server(script)
+    srv.store[b"/x"] = b"1"
+    client = Client(unix_socket_path=srv.path, socket_timeout=10)
+    try:
+        client.watch("/w", "t")
+        assert client.wait(timeout=PROMPT) == Event("/w", "t")
+        for _ in range(3):
+            assert client.read("/x") == "1"
+        waiters = [Call(client.wait) for _ in range(3)]
+        settle()
+        calls = [Call(client.read, "/x") for _ in range(PENDING)]
+        for call in calls + waiters:
+            expect_failure(call, ConnectionError, "closed the connection",
+                           since=time.monotonic(), prompt=PROMPT + SERVER_PATIENCE)
+        # Every thread may call again at once: one reconnects for all.
+        again = [Call(client.read, "/x") for _ in range(8)]
+        assert [call.outcome() for call in again] == [("1", None)] * 8
+        assert len(srv.peers) == 2
+    finally:
+        client.close()
+
+
+def test_timeout_is_a_connection_error_and_closes(server):
+    """A silent daemon: the call fails with Timeout (a ConnectionError)
+    after about socket_timeout, the connection is dropped, and the next
+    call connects again."""
+    srv = server(lambda peer: (peer.take(1, Op.READ), peer.wait_for_close()))
+    client = Client(unix_socket_path=srv.path, socket_timeout=0.5)
+    try:
+        start = time.monotonic()
+        result, error = Call(client.read, "/x").outcome()
+        elapsed = time.monotonic() - start
+        assert isinstance(error, Timeout) and isinstance(error, ConnectionError), repr(error)
+        assert isinstance(error, pyxs.ConnectionError)
+        assert 0.4 <= elapsed < PROMPT, elapsed
+        assert srv.peers[0].closed_by_client.wait(PROMPT)
+        srv.store[b"/x"] = b"back"
+        assert client.read("/x") == "back"
+    finally:
+        client.close()
+
+
+# ------------------------------------------------------------------ signals
+
+@pytest.fixture
+def noisy_alarm():
+    """SIGALRM every 20 ms, handled by a handler that does nothing."""
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+    signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
+    try:
+        yield fired
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _watchdog(client, seconds=20):
+    """Close *client* after *seconds*, which fails a hung call instead of
+    letting the test hang (the test runs in the main thread, where the
+    signals land)."""
+    timer = threading.Timer(seconds, client.close)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def test_signal_during_call_is_retried(server, noisy_alarm):
+    def script(peer):
+        request = peer.take(1, Op.READ)[0]
+        time.sleep(1.0)
+        peer.reply(request, b"slow value")
+        peer.serve()
+
+    srv = server(script)
+    client = Client(unix_socket_path=srv.path, socket_timeout=10)
+    watchdog = _watchdog(client)
+    try:
+        assert client.read("/slow") == "slow value"
+        assert len(noisy_alarm) >= 10, "the signal did not fire during the call"
+        assert len(srv.peers) == 1
+    finally:
+        watchdog.cancel()
+        client.close()
+
+
+def test_signal_during_wait_is_retried(server, noisy_alarm):
+    ready = threading.Event()
+
+    def script(peer):
+        peer.answer(peer.take(1, Op.WATCH)[0])
+        assert ready.wait(SERVER_PATIENCE)
+        time.sleep(1.0)
+        peer.event(b"/w/late", b"tok")
+        assert ready.wait(SERVER_PATIENCE)
+        time.sleep(1.0)
+        peer.event(b"/w/later", b"tok")
+        peer.serve()
+
+    srv = server(script)
+    monitor = Monitor(UnixSocketConnection(srv.path, 10))
+    watchdog = _watchdog(monitor)
+    try:
+        monitor.watch("/w", "tok")
+        assert monitor.wait(timeout=PROMPT) == Event("/w", "tok")
+        # A wait with a timeout and nothing coming lasts its whole timeout.
+        fired = len(noisy_alarm)
+        start = time.monotonic()
+        assert monitor.wait(timeout=0.5) is None
+        assert time.monotonic() - start >= 0.45
+        assert len(noisy_alarm) > fired
+        # A wait with a timeout, then one without, each get their event.
+        ready.set()
+        assert monitor.wait(timeout=PROMPT) == Event("/w/late", "tok")
+        fired = len(noisy_alarm)
+        assert monitor.wait() == Event("/w/later", "tok")
+        assert len(noisy_alarm) >= fired + 10
+    finally:
+        watchdog.cancel()
+        monitor.close()
+
+
+# ------------------------------------------------------- refused before sent
+
+INVALID_CALLS = [
+    ("read", ("no spaces",), InvalidPath),
+    ("read", ("/a//b",), InvalidPath),
+    ("read", ("/trailing/",), InvalidPath),
+    ("read", ("",), InvalidPath),
+    ("read", ("@introduceDomain",), InvalidPath),
+    ("read", ("/" + "a" * 3072,), InvalidPath),
+    ("read", ("a" * 2049,), InvalidPath),
+    ("read", ("/nul\0inside",), InvalidPath),
+    ("write", ("/bad path", "v"), InvalidPath),
+    ("write", ("/big", "v" * 4096), InvalidPayload),
+    ("mkdir", ("/x/",), InvalidPath),
+    ("rm", ("//",), InvalidPath),
+    ("ls", ("/ü",), InvalidPath),
+    ("set_permissions", ("/p", []), InvalidPermission),
+    ("set_permissions", ("/p", ["x0"]), InvalidPermission),
+    ("set_permissions", ("/p", "r0"), InvalidPermission),
+    ("watch", ("/w", "tok\0en"), InvalidPayload),
+    ("watch", ("bad path", "t"), InvalidPath),
+    ("unwatch", ("@nonsense", "t"), InvalidPath),
+    ("get_domain_path", (-1,), InvalidPayload),
+    ("introduce_domain", (1, "x", 3), InvalidPayload),
+]
+
+
+def test_invalid_input_raises_before_anything_is_sent(server):
+    srv = server()
+    srv.store[b"/ok"] = b"fine"
+    client = Client(unix_socket_path=srv.path, socket_timeout=10)
+    try:
+        client.connect()
+        peer = srv.wait_for_peers(1)
+        for name, args, kind in INVALID_CALLS:
+            with pytest.raises(kind) as info:
+                getattr(client, name)(*args)
+            assert isinstance(info.value, ValueError), (name, args)
+            assert isinstance(info.value, PyXSError), (name, args)
+        # Give any stray bytes the time to arrive, then look.
+        time.sleep(0.2)
+        assert bytes(peer.received) == b"", "invalid requests reached the daemon"
+        # The connection is still the same, and still works.
+        assert client.read("/ok") == "fine"
+        assert len(srv.peers) == 1
+        assert [r.op for r in peer.requests] == [Op.READ]
+    finally:
+        client.close()
+
+
+# ------------------------------------------------------------ no silent loss
+
+def test_write_gets_ok_or_raises(server):
+    """A write returns only when the daemon said OK; anything else
+    raises."""
+    def script(peer):
+        w = peer.take(1, Op.WRITE)[0]
+        peer.reply(w, b"EACCES\0", Op.ERROR)
+        w = peer.take(1, Op.WRITE)[0]
+        peer.reply(w, b"NOT OK\0")
+        peer.take(1, Op.WRITE)
+        peer.close()
+
+    srv = server(script)
+    client = Client(unix_socket_path=srv.path, socket_timeout=10)
+    try:
+        with pytest.raises(PyXSError) as info:
+            client.write("/a", "1")
+        assert info.value.errno == errno.EACCES
+        with pytest.raises(UnexpectedPacket) as info:
+            client.write("/a", "2")
+        assert "NOT OK" in str(info.value)
+        # A write whose reply never comes raises too.
+        result, error = Call(client.write, "/a", "3").outcome()
+        assert isinstance(error, ConnectionError), (result, error)
+        client.write("/a", "4")
+        assert srv.store[b"/a"] == b"4"
+    finally:
+        client.close()
+
+
+def test_no_write_is_lost_when_the_connection_dies(server):
+    """Threads write while the daemon acknowledges some writes and then
+    drops the connection with others pending: each write either
+    returned, and then the daemon had acknowledged it, or raised."""
+    def script(peer):
+        for _ in range(40):
+            request = peer.take(1, Op.WRITE)[0]
+            peer.answer(request)
+        peer.take(1, Op.WRITE)
+        peer.close()
+
+    srv = server(script)
+    client = Client(unix_socket_path=srv.path, socket_timeout=10)
+    returned, raised = set(), set()
+    lock = threading.Lock()
+
+    def writer(n):
+        for i in range(30):
+            path = "/w%d/%d" % (n, i)
+            try:
+                client.write(path, "v")
+            except ConnectionError:
+                with lock:
+                    raised.add(path)
+            else:
+                with lock:
+                    returned.add(path)
+
+    try:
+        calls = [Call(writer, n) for n in range(4)]
+        for call in calls:
+            assert call.outcome() == (None, None)
+        assert raised, "the connection never died under the writers"
+        assert len(returned) + len(raised) == 120
+        lost = {p for p in returned if p.encode() not in srv.store}
+        assert not lost, "writes returned but never stored: %r" % sorted(lost)
+        assert len(srv.peers) >= 2
+    finally:
+        client.close()
+
+
+def test_lone_call_answered_with_wrong_type_fails_cleanly(server):
+    """The simplest case of a reply of the wrong type: one READ answered
+    as if it were a WRITE.  The caller gets UnexpectedPacket naming both
+    types, and the client works again afterwards."""
+    def script(peer):
+        peer.reply(peer.take(1, Op.READ)[0], b"OK\0", Op.WRITE)
+        peer.wait_for_close()
+
+    srv = server(script)
+    client = Client(unix_socket_path=srv.path, socket_timeout=10)
+    try:
+        expect_failure(Call(client.read, "/x"), UnexpectedPacket, r"WRITE.*READ",
+                       since=time.monotonic())
+        assert srv.peers[0].closed_by_client.wait(PROMPT)
+        check_recovery(srv, client, connections=2)
+    finally:
+        client.close()
