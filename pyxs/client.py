@@ -489,14 +489,20 @@ class Client:
         an error as long as its parent exists.
 
         :raises pyxs.exceptions.PyXSError: ``ENOENT`` when the parent is
-            missing too (the C daemon; oxenstored does not complain).
+            missing too.
         """
         self._ack(Op.RM, _join(encode_path(path)))
 
     def ls(self, path: Text) -> List[str]:
         """Return the names of the children of *path*.  The order is the
-        daemon's: never rely on it.  Directories too large for one reply
-        are fetched in parts."""
+        daemon's: never rely on it.
+
+        A listing too large for one reply (4096 bytes) is fetched in parts
+        from C xenstored.  oxenstored 4.17 cannot page, and sends such a
+        listing in one reply over the protocol's limit: pyxs then raises
+        :exc:`~pyxs.exceptions.UnexpectedPacket`, as Xen's own client
+        library fails there too, and connects again on the next call.
+        """
         raw = encode_path(path)
         try:
             return [to_text(name) for name in _split(self._call(Op.DIRECTORY, _join(raw)))]
@@ -620,9 +626,15 @@ class Client:
 
     def introduce_domain(self, domid: int, mfn: int, eventchn: int) -> None:
         """Tell XenStore to talk to a domain through its XenStore page
-        (machine frame *mfn*) and event channel *eventchn*."""
-        self._ack(Op.INTRODUCE, _join(encode_number(domid, "domid"),
-                                      encode_number(mfn, "mfn"),
+        (machine frame *mfn*) and event channel *eventchn*.
+
+        :param domid: the domain; 0, the control domain, is refused, since
+            XenStore set it up at start.
+        """
+        raw_domid = encode_number(domid, "domid")
+        if int(raw_domid) == 0:
+            raise InvalidPayload("domain 0 cannot be introduced")
+        self._ack(Op.INTRODUCE, _join(raw_domid, encode_number(mfn, "mfn"),
                                       encode_number(eventchn, "eventchn")))
 
     def release_domain(self, domid: int) -> None:
