@@ -16,7 +16,6 @@ waiting after a few seconds.
 
 import collections
 import errno
-import os
 import re
 import signal
 import socket

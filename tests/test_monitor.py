@@ -7,7 +7,6 @@ test instead of hanging it; waits without a timeout run in a thread
 joined with a timeout.
 """
 
-import os
 import socket
 import threading
 import time
