@@ -317,11 +317,12 @@ class _Channel:
                 continue
             slot = self._pending.pop(packet.rq_id, None)
             if slot is None or (packet.op is not slot.op and packet.op is not Op.ERROR):
-                self._fail(UnexpectedPacket(
-                    "%r sent %s for request %d, %s" % (
-                        connection.path, packet.op.name, packet.rq_id,
-                        "which was never made" if slot is None else
-                        "which was %s" % slot.op.name)))
+                fault = UnexpectedPacket("%r sent %s for request %d, %s" % (
+                    connection.path, packet.op.name, packet.rq_id,
+                    "which was never made" if slot is None else "which was %s" % slot.op.name))
+                if slot is not None:
+                    slot.error = fault
+                self._fail(fault)
                 return True
             slot.reply = packet
         return True

@@ -11,6 +11,7 @@ import os
 import platform
 import select
 import socket
+import time
 from typing import Optional
 
 from .exceptions import ConnectionError, Timeout
@@ -172,17 +173,29 @@ class UnixSocketConnection(FileDescriptorConnection):
         return type(self)(self.path, self.timeout)
 
     def _open(self) -> int:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.path)
-        except socket.timeout as e:
-            sock.close()
-            raise Timeout("timed out connecting to %r" % self.path) from e
-        except OSError as e:
-            sock.close()
-            raise self._failure("cannot connect to", e) from e
-        return sock.detach()
+        deadline = time.monotonic() + self.timeout
+        pause = 0.001
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(max(deadline - time.monotonic(), 0.0))
+                sock.connect(self.path)
+                return sock.detach()
+            except BlockingIOError:
+                # The daemon's accept queue is full: a Unix socket says so
+                # at once instead of waiting, so wait here, within the bound.
+                sock.close()
+                if time.monotonic() + pause > deadline:
+                    raise Timeout("timed out connecting to %r: its queue stayed full"
+                                  % self.path) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+            except socket.timeout as e:
+                sock.close()
+                raise Timeout("timed out connecting to %r" % self.path) from e
+            except OSError as e:
+                sock.close()
+                raise self._failure("cannot connect to", e) from e
 
 
 class XenBusConnection(FileDescriptorConnection):
