@@ -8,7 +8,8 @@ pytest against a real xenstored; see the conftest.py at the repository root.
 import os
 import sys
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+HERE = os.path.abspath(os.path.dirname(__file__))
+ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import pyxs  # noqa: E402  (needs ROOT on sys.path)
@@ -44,3 +45,28 @@ trim_doctest_flags = True
 html_theme = "alabaster"
 html_static_path = []
 html_title = "pyxs %s" % release
+
+
+# Pages written alongside the rest of pyxs join the index's table of
+# contents as soon as they exist: the line "@optional NAME ..." in a
+# toctree of index.rst becomes one entry per NAME.rst that is there.
+OPTIONAL_MARK = "@optional"
+
+
+def _expand_optional_pages(app, docname, source):
+    if docname != "index":
+        return
+    lines = []
+    for line in source[0].splitlines():
+        words = line.split()
+        if words[:1] == [OPTIONAL_MARK]:
+            indent = line[:len(line) - len(line.lstrip())]
+            lines.extend(indent + name for name in words[1:]
+                         if os.path.exists(os.path.join(HERE, name + ".rst")))
+        else:
+            lines.append(line)
+    source[0] = "\n".join(lines) + "\n"
+
+
+def setup(app):
+    app.connect("source-read", _expand_optional_pages)
