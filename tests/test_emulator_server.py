@@ -59,6 +59,7 @@ def test_given_socket_path_replaces_a_stale_socket(tmp_path):
 
 def test_start_stop_restart_and_errors():
     server = XenStoreServer()
+    assert server.socket_path is None   # made by start()
     server.stop()                       # never started: nothing to do
     server.start()
     with pytest.raises(RuntimeError):
@@ -126,6 +127,26 @@ def test_request_that_crashes_xenstored_drops_the_connection():
         with pytest.raises(Closed):
             conn.reply()
         assert other.call(Op.READ, b"/tool\0") == (Op.READ, b"")
+        conn.close()
+        other.close()
+
+
+def test_a_failing_request_costs_only_its_connection(monkeypatch):
+    with XenStoreServer() as server:
+        conn, other = RawConnection(server.socket_path), RawConnection(server.socket_path)
+        real = server.store.handle_raw
+
+        def broken(c, op, *args):
+            if op == Op.MKDIR:
+                raise RuntimeError("a bug")
+            return real(c, op, *args)
+
+        monkeypatch.setattr(server.store, "handle_raw", broken)
+        conn.send(Op.MKDIR, b"/x\0")
+        with pytest.raises(Closed):
+            conn.reply()
+        assert other.call(Op.READ, b"/tool\0") == (Op.READ, b"")
+        assert server.running
         conn.close()
         other.close()
 

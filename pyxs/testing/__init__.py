@@ -55,9 +55,10 @@ class XenStoreServer:
     xenstored hold.  The pseudo-terminal is one conversation for the
     server's whole life, whoever opens it.
 
-    :param socket_path: where to create the Unix socket; by default a
-        fresh temporary directory holds it, and is removed by :meth:`stop`.
-        A stale socket already at that path is replaced.
+    :param socket_path: where to create the Unix socket; by default
+        :meth:`start` makes a fresh temporary directory for it, which
+        :meth:`stop` removes.  A stale socket already at that path is
+        replaced.
     :param pty: also serve a pseudo-terminal standing in for a XenBus
         device.
     :param pty_domid: the domain the pseudo-terminal's connection speaks
@@ -65,7 +66,8 @@ class XenStoreServer:
 
     :ivar kind: ``"emulator"``, telling this backend apart from the real
         daemons in test parametrisations.
-    :ivar socket_path: the Unix socket's path.
+    :ivar socket_path: the Unix socket's path (None before the first
+        :meth:`start` when no path was given).
     :ivar pty_path: the pseudo-terminal's path once started with
         ``pty=True``, else None.
     """
@@ -79,10 +81,8 @@ class XenStoreServer:
             raise ValueError("pty_domid must be a domain id from 0 to 32751, not %r"
                              % (pty_domid,))
         self._tempdir = None  # type: Optional[str]
-        if socket_path is None:
-            self._tempdir = tempfile.mkdtemp(prefix="pyxs-xenstore-")
-            socket_path = os.path.join(self._tempdir, "socket")
-        self.socket_path = os.fspath(socket_path)
+        self._own_socket = socket_path is None
+        self.socket_path = None if socket_path is None else os.fspath(socket_path)  # type: Optional[str]
         self.pty_path = None  # type: Optional[str]
         self._pty = pty
         self._pty_domid = pty_domid
@@ -117,11 +117,16 @@ class XenStoreServer:
         with self._lock:
             if self._thread is not None:
                 raise RuntimeError("the server is already running")
-            if self._tempdir is not None and not os.path.isdir(self._tempdir):
-                os.makedirs(self._tempdir)
+            if self._own_socket:
+                self._tempdir = tempfile.mkdtemp(prefix="pyxs-xenstore-")
+                self.socket_path = os.path.join(self._tempdir, "socket")
             self._store = Store()
             loop = Loop(self._store, self.socket_path, self._pty, self._pty_domid)
-            loop.open()
+            try:
+                loop.open()
+            except BaseException:
+                self._remove_tempdir()
+                raise
             self._loop = loop
             self.pty_path = loop.pty_path
             self._failure = None
@@ -167,6 +172,7 @@ class XenStoreServer:
     def _remove_tempdir(self) -> None:
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
+            self._tempdir = None
 
     def __enter__(self) -> "XenStoreServer":
         return self.start()

@@ -232,7 +232,14 @@ class Loop:
             payload = bytes(buf[start + HEADER.size:end])
             start = end
             conn = peer.conn
-            self._dispatch(self.store.handle_raw(conn, op, rq_id, tx_id, payload))
+            try:
+                output = self.store.handle_raw(conn, op, rq_id, tx_id, payload)
+            except Exception:  # a bug in the store: spare the other clients
+                log.exception("the emulator failed on a request (op %d); "
+                              "dropping the connection", op)
+                conn.broken = True
+                output = []
+            self._dispatch(output)
             if conn.broken or conn.closed:
                 if conn.broken:
                     log.warning("xenstored would have crashed on that request "
