@@ -29,14 +29,15 @@ def _env(socket_path):
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
     env["XENSTORED_PATH"] = socket_path
-    libs = str(realdaemons.lib_dir())
+    libs = str(realdaemons.require(realdaemons.lib_dir))
     env["LD_LIBRARY_PATH"] = libs + (":" + env["LD_LIBRARY_PATH"]
                                      if env.get("LD_LIBRARY_PATH") else "")
     return env
 
 
 def _run(socket_path, name, *args, timeout=10):
-    proc = subprocess.run(realdaemons.c_client(name) + list(args), env=_env(socket_path),
+    proc = subprocess.run(realdaemons.require(realdaemons.c_client, name) + list(args),
+                          env=_env(socket_path),
                           capture_output=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
 
@@ -85,7 +86,7 @@ def test_c_clients_see_the_same(backends):
 def _watch_transcript(socket_path):
     """xenstore-watch for 3 events while another client writes and
     removes: its output."""
-    argv = realdaemons.c_client("xenstore-watch") + ["-n", "3", "/w"]
+    argv = realdaemons.require(realdaemons.c_client, "xenstore-watch") + ["-n", "3", "/w"]
     proc = subprocess.Popen(argv, env=_env(socket_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
