@@ -326,6 +326,7 @@ def _compare(pair, program):
         ids = {0: (0, 0)}
         for index, op, payload, tx in program:
             result = pair._exchange(conns, log, index, op, payload, ids.get(tx, (tx, tx)))
+            assert result is not None, "the emulator dropped the connection:\n" + "\n".join(log)
             if op == Op.TRANSACTION_START and result[0] == Op.TRANSACTION_START:
                 ids[tx] = (int(result[1][0][:-1]), int(result[1][1][:-1]))
         for path in CLEANUP:
@@ -444,3 +445,30 @@ def test_oversized_frame_drops_only_that_connection(pair):
         bad.close()
         good.close()
     assert results[0] == results[1]
+
+
+def test_path_length_limits(pair):
+    """2048 bytes, not counting a leading /local/domain/<n>/ (matched the
+    way xenstored's sscanf matches it)."""
+    program = []
+    for path in (b"/t/" + b"a" * 2045, b"/t/" + b"a" * 2046,
+                 b"/local/domain/0/t/" + b"b" * 2046, b"/local/domain/0/t/" + b"b" * 2047,
+                 b"t/" + b"c" * 2046, b"t/" + b"c" * 2047,
+                 b"/local/domain/-1/t/" + b"d" * 2046, b"/local/domain/123456/t/" + b"e" * 100,
+                 b"/local/domain/00012/t/" + b"f" * 2046):
+        program += [(0, Op.WRITE, path + b"\0v", 0), (0, Op.WATCH, path + b"\0w\0", 0),
+                    (0, Op.READ, path + b"\0", 0)]
+    program += [(0, Op.RM, b"/local/domain/-1\0", 0), (0, Op.RM, b"/local/domain/12\0", 0),
+                (0, Op.RM, b"/local/domain/00012\0", 0)]
+    _compare(pair, program)
+
+
+def test_overlong_events_are_dropped(pair):
+    """An event whose path and token together exceed 4096 bytes is not
+    sent at all; a shorter one on the same write is."""
+    long_path = b"/t/" + b"p" * 2000
+    program = [(1, Op.WATCH, b"/t\0" + b"k" * 2090 + b"\0", 0),
+               (1, Op.WATCH, b"/t\0short\0", 0),
+               (0, Op.WRITE, long_path + b"\0v", 0),
+               (0, Op.WRITE, b"/t/q\0v", 0)]
+    _compare(pair, program)
