@@ -16,6 +16,7 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 import realdaemons  # noqa: E402  (needs the sys.path entry above)
+from pyxs.testing import XenStoreServer  # noqa: E402
 
 
 # ---------------------------------------------------------------- real daemons
@@ -28,8 +29,11 @@ def session_backends(tmp_path_factory):
 
     def get(kind):
         if kind not in started:
-            started[kind] = realdaemons.require(
-                realdaemons.start, kind, tmp_path_factory.mktemp(kind))
+            if kind == "emulator":
+                started[kind] = XenStoreServer().start()
+            else:
+                started[kind] = realdaemons.require(
+                    realdaemons.start, kind, tmp_path_factory.mktemp(kind))
         return started[kind]
 
     yield get
@@ -85,8 +89,9 @@ def node_root(real_daemon):
 
 # ------------------------------------------------------- any XenStore backend
 
-#: Every backend the client tests run against.
-BACKENDS = tuple(realdaemons.KINDS)
+#: Every backend the client tests run against: the real daemons and
+#: pyxs's own emulator (which needs nothing from the machine).
+BACKENDS = tuple(realdaemons.KINDS) + ("emulator",)
 
 
 @pytest.fixture(scope="session", params=BACKENDS, ids=list(BACKENDS))

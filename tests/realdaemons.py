@@ -403,7 +403,6 @@ class Daemon:
         self._proc = proc
         self._extra_logs = [Path(p) for p in extra_logs]
         self._owns_rundir = owns_rundir
-        self._lib_dir = lib_dir()
 
     @property
     def pid(self) -> int:
@@ -459,13 +458,7 @@ class Daemon:
     def client_env(self, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
         """Environment for a process using libxenstore (the C clients, or a
         Python 3.11 running xen.lowlevel.xs) to reach this daemon."""
-        env = dict(os.environ if base is None else base)
-        env.pop("LD_PRELOAD", None)
-        env.pop("XENSTORED_RUNDIR", None)
-        env["XENSTORED_PATH"] = self.socket_path
-        old = env.get("LD_LIBRARY_PATH")
-        env["LD_LIBRARY_PATH"] = str(self._lib_dir) + (":" + old if old else "")
-        return env
+        return client_env(self.socket_path, base)
 
     def log_tail(self, lines: int = 30) -> str:
         """Last lines of the daemon's output, own log and trace, for
@@ -650,15 +643,29 @@ def c_client(name: str) -> List[str]:
     return [str(path)]
 
 
-def run_c_client(daemon: Daemon, name: str, *args: str, timeout: float = 10,
+def client_env(socket_path: str, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment for a process using libxenstore (the C clients, or a
+    Python 3.11 running xen.lowlevel.xs) to reach the XenStore listening
+    on ``socket_path`` (a real daemon or pyxs's emulator)."""
+    env = dict(os.environ if base is None else base)
+    env.pop("LD_PRELOAD", None)
+    env.pop("XENSTORED_RUNDIR", None)
+    env["XENSTORED_PATH"] = socket_path
+    old = env.get("LD_LIBRARY_PATH")
+    env["LD_LIBRARY_PATH"] = str(lib_dir()) + (":" + old if old else "")
+    return env
+
+
+def run_c_client(daemon, name: str, *args: str, timeout: float = 10,
                  input: Union[str, bytes, None] = None,
                  text: bool = True) -> subprocess.CompletedProcess:
-    """Run a C client against ``daemon`` and return the CompletedProcess
+    """Run a C client against ``daemon`` (anything with a ``socket_path``:
+    a Daemon or pyxs's emulator) and return the CompletedProcess
     (stdout/stderr captured; str unless ``text=False``; not checked)."""
     if isinstance(input, bytes):
         text = False
     return subprocess.run(
-        c_client(name) + [str(a) for a in args], env=daemon.client_env(),
+        c_client(name) + [str(a) for a in args], env=client_env(daemon.socket_path),
         input=input, capture_output=True, timeout=timeout,
         text=text, errors="surrogateescape" if text else None,
     )
@@ -723,7 +730,7 @@ def raw_request(target: Union[Daemon, str], op: int, payload: bytes,
     """Send one request on a new connection, independently of pyxs, and
     return ``(reply_type, reply_payload)``. ``target`` is a Daemon or a
     socket path. Raises OSError/socket.timeout on connection problems."""
-    path = target.socket_path if isinstance(target, Daemon) else str(target)
+    path = str(getattr(target, "socket_path", target))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)

@@ -190,7 +190,7 @@ def test_xenstore_watch_sees_pyxs_writes(client, xenstore, root):
     client.mkdir(root)
     watcher = subprocess.Popen(
         realdaemons.c_client("xenstore-watch") + ["-n", "4", root],
-        env=xenstore.client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        env=realdaemons.client_env(xenstore.socket_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + TIMEOUT
         # The watch fires once when it is registered: then it is in place.
@@ -211,7 +211,7 @@ def test_xenstore_watch_sees_only_committed_pyxs_changes(client, xenstore, root)
     client.mkdir(root)
     watcher = subprocess.Popen(
         realdaemons.c_client("xenstore-watch") + ["-n", "3", root],
-        env=xenstore.client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        env=realdaemons.client_env(xenstore.socket_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + TIMEOUT
         assert read_line(watcher.stdout, deadline) == root
