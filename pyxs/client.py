@@ -343,7 +343,35 @@ def _split(payload: bytes) -> List[bytes]:
     return payload.split(b"\0")[:-1] if payload else []
 
 
-class Client:
+class _ChannelUser:
+    """What :class:`Client` and :class:`Monitor` share: a channel, either
+    their own or borrowed from the client they were made from."""
+
+    _channel: _Channel
+    _owns_channel: bool
+
+    def _attach(self, channel: _Channel, owns_channel: bool) -> None:
+        self._channel = channel
+        self._owns_channel = owns_channel
+
+    @property
+    def connection(self) -> FileDescriptorConnection:
+        """The connection requests and events go through."""
+        return self._channel.connection
+
+    def connect(self) -> None:
+        """Connect now rather than on first use."""
+        self._channel.connect()
+
+    def close(self) -> None:
+        """Close the connection, unless it is borrowed from another client.
+        XenStore then aborts a transaction left open and ends every watch
+        made on it.  The next call connects again."""
+        if self._owns_channel:
+            self._channel.close()
+
+
+class Client(_ChannelUser):
     """A connection to XenStore, and the operations on it.
 
     The backend follows from the arguments: a Unix socket when
@@ -395,8 +423,7 @@ class Client:
             self.transaction_start()
 
     def _setup(self, channel: _Channel, owns_channel: bool) -> None:
-        self._channel = channel
-        self._owns_channel = owns_channel
+        self._attach(channel, owns_channel)
         self._tx_lock = threading.Lock()
         #: The transaction this client works in; 0 when none.
         self.tx_id = 0
@@ -408,21 +435,6 @@ class Client:
         client = cls.__new__(cls)
         client._setup(channel, owns_channel=False)
         return client
-
-    @property
-    def connection(self) -> FileDescriptorConnection:
-        """The connection this client talks through."""
-        return self._channel.connection
-
-    def connect(self) -> None:
-        """Connect now rather than on first use."""
-        self._channel.connect()
-
-    def close(self) -> None:
-        """Close the connection.  XenStore aborts a transaction left open;
-        watches end.  The next call connects again."""
-        if self._owns_channel:
-            self._channel.close()
 
     def __enter__(self) -> "Client":
         self.connect()
@@ -833,7 +845,7 @@ class _TreeReader:
         return self._client._submit(requests)
 
 
-class Monitor:
+class Monitor(_ChannelUser):
     """Watches on XenStore, and the events they produce.
 
     :meth:`Client.monitor` gives a monitor with a connection of its own::
@@ -847,28 +859,13 @@ class Monitor:
     """
 
     def __init__(self, connection: FileDescriptorConnection) -> None:
-        self._channel = _Channel(connection)
-        self._owns_channel = True
+        self._attach(_Channel(connection), owns_channel=True)
 
     @classmethod
     def _sharing(cls, channel: _Channel) -> "Monitor":
         monitor = cls.__new__(cls)
-        monitor._channel, monitor._owns_channel = channel, False
+        monitor._attach(channel, owns_channel=False)
         return monitor
-
-    @property
-    def connection(self) -> FileDescriptorConnection:
-        """The connection the events arrive on."""
-        return self._channel.connection
-
-    def connect(self) -> None:
-        """Connect now rather than on first use."""
-        self._channel.connect()
-
-    def close(self) -> None:
-        """Close the connection, which ends every watch."""
-        if self._owns_channel:
-            self._channel.close()
 
     def __enter__(self) -> "Monitor":
         self.connect()
