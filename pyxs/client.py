@@ -290,12 +290,10 @@ class _Channel:
         if self._retiring:
             self._retiring = False
             self._disconnect()
-            while True:
-                try:
-                    if not os.read(self._wake_r, 64):
-                        break
-                except BlockingIOError:
-                    break
+            try:
+                os.read(self._wake_r, 64)  # The one byte _fail wrote.
+            except BlockingIOError:
+                pass
             return True
         if fault is not None:
             self._fail(fault)
