@@ -280,12 +280,24 @@ class Results:
             return None
         return max(values) if higher_better else min(values)
 
-    def spread(self, key):
-        """(worst - best) / best over the rounds."""
-        values = self.samples.get(key)
-        if not values or min(values) <= 0:
+    def ratios(self, key, other_key, higher_better):
+        """pyxs's advantage in each round: the two measurements of a round
+        were made back to back, so each ratio compares like with like even
+        when the machine's speed drifts from round to round."""
+        mine, theirs = self.samples.get(key), self.samples.get(other_key)
+        if not mine or not theirs:
+            return []
+        return [(a / b if higher_better else b / a) for a, b in zip(mine, theirs)
+                if a > 0 and b > 0]
+
+    def advantage(self, key, other_key, higher_better):
+        """(median, lowest, highest) of the per-round ratios, or None."""
+        ratios = sorted(self.ratios(key, other_key, higher_better))
+        if not ratios:
             return None
-        return max(values) / min(values) - 1
+        k = len(ratios)
+        median = ratios[k // 2] if k % 2 else (ratios[k // 2 - 1] + ratios[k // 2]) / 2
+        return median, ratios[0], ratios[-1]
 
 
 class OldPyxs:
@@ -506,7 +518,7 @@ def run(args, log):
 
     quick = args.quick
     n_seq = args.n or (300 if quick else 5000)
-    rounds = args.rounds or (2 if quick else 5)
+    rounds = args.rounds or (2 if quick else 7)
     nodes = args.nodes or (1000 if quick else 10000)
     n_events = args.events or (1000 if quick else 10000)
     timeout = 60.0
@@ -528,6 +540,7 @@ def run(args, log):
             python = None
 
     results = Results()
+    others = OtherLoad()
     with tempfile.TemporaryDirectory(prefix="pyxs-bench-") as workdir:
         daemon = realdaemons.start(args.daemon, workdir)
         try:
@@ -554,9 +567,13 @@ def run(args, log):
                 h.close()
         finally:
             daemon.stop()
+    busy = others.stop()
 
     rows = table_rows(results, n_seq, rounds, nodes, n_events)
     load_end = "load average at the end: %s" % loadavg()
+    if busy is not None:
+        load_end += ("; other processes kept %.2f of the %d CPUs busy during the run"
+                     % (busy, os.cpu_count()))
     notes = [load_end] + watch_notes(results) + ([old_note] if old_note else [])
     text = render(rows)
     print()
@@ -571,6 +588,43 @@ def run(args, log):
         log("table written to %s" % args.output)
     del xs_module
     return 0
+
+
+class OtherLoad:
+    """How busy the machine was with work other than this benchmark:
+    all CPU time spent (from /proc/stat), less this process's and its
+    reaped children's (the daemon, the helpers and the C clients are all
+    children, reaped by the time :meth:`stop` is called), per second."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        import resource
+
+        try:
+            with open("/proc/stat") as f:
+                fields = f.readline().split()
+        except OSError:
+            return None
+        # user nice system idle iowait irq softirq steal: all but idle, iowait
+        ticks = [int(x) for x in fields[1:9]]
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+        ours = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            usage = resource.getrusage(who)
+            ours += usage.ru_utime + usage.ru_stime
+        return busy, ours, time.monotonic()
+
+    def stop(self):
+        """Average number of CPUs kept busy by other processes, or None."""
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        busy = end[0] - self.start[0]
+        ours = end[1] - self.start[1]
+        return max(busy - ours, 0.0) / (end[2] - self.start[2])
 
 
 def loadavg():
@@ -601,9 +655,10 @@ def environment(args, realdaemons, pyxs, version, n_seq, rounds, nodes, n_events
         "  pyxs: %s from %s%s" % (pyxs.__version__, os.path.dirname(pyxs.__file__),
                                   " (git %s)" % commit if commit else ""),
         "  load average at the start: %s" % loadavg(),
-        "  sequential: best of %d rounds of %d ops; tree: %d nodes, best of %d; "
-        "watch: %d events, best of %d" % (rounds, n_seq, nodes, rounds, n_events,
-                                             2 * rounds),
+        "  rounds: %d of %d sequential ops; %d of a %d-node tree; %d of %d watch "
+        "events" % (rounds, n_seq, rounds, nodes, 2 * rounds, n_events),
+        "  values: the best round; pyxs advantage: the median of the rounds' "
+        "ratios (> 1: pyxs better)",
     ]
 
 
@@ -695,11 +750,10 @@ def bench_tree(results, realdaemons, daemon, client, h, old, nodes, rounds, log)
                 raise RuntimeError("%s %s saw %d nodes, not %d" % (kind, impl, count, nodes))
             results.add(("tree", kind, impl), wall * 1e3)
             results.add(("treecpu", kind, impl), cpu * 1e3)
-    # xenstore-ls less a process start: the difference of the two bests.
-    for key in ("tree", "treecpu"):
-        full = results.best((key, "walk", "xenstore-ls"), False)
-        start = results.best((key, "walk", "xenstore-ls start"), False)
-        results.add((key, "walk", "xenstore-ls net"), max(full - start, 1e-9))
+    # xenstore-ls less a process start, round by round.
+    for full, start in zip(results.samples[("tree", "walk", "xenstore-ls")],
+                           results.samples[("tree", "walk", "xenstore-ls start")]):
+        results.add(("tree", "walk", "xenstore-ls net"), max(full - start, 1e-6))
 
 
 def bench_watch(results, realdaemons, daemon, client, old, n, rounds, timeout, log):
@@ -725,26 +779,20 @@ def bench_watch(results, realdaemons, daemon, client, old, n, rounds, timeout, l
 # ---------------------------------------------------------------- the table
 
 HEADINGS = ("Benchmark", "Unit", "pyxs", "Compared with", "Its value",
-            "pyxs advantage", "Spread")
+            "pyxs advantage", "Rounds' range")
 
 
 def table_rows(results, n_seq, rounds, nodes, n_events):
-    """One row per comparison: (benchmark, unit, pyxs value, other label,
-    other value, advantage, spread).  The advantage is > 1 when pyxs does
-    better: pyxs/other for rates, other/pyxs for times and CPU."""
+    """One row per comparison: (benchmark, unit, pyxs's best, other label,
+    other's best, (median, lowest, highest) of the per-round advantages).
+    An advantage is > 1 when pyxs does better: pyxs/other for rates,
+    other/pyxs for times and CPU."""
     rows = []
 
     def row(label, unit, key, other_label, other_key, higher_better):
-        mine = results.best(key, higher_better)
-        theirs = results.best(other_key, higher_better)
-        spreads = [s for s in (results.spread(key), results.spread(other_key))
-                   if s is not None]
-        if mine is None or theirs is None:
-            advantage = None
-        else:
-            advantage = mine / theirs if higher_better else theirs / mine
-        rows.append((label, unit, mine, other_label, theirs, advantage,
-                     max(spreads) if spreads else None))
+        rows.append((label, unit, results.best(key, higher_better), other_label,
+                     results.best(other_key, higher_better),
+                     results.advantage(key, other_key, higher_better)))
 
     for op, name in (("read", "read"), ("write", "write"), ("ls", "ls (directory)")):
         for other in (LOW, OLD):
@@ -796,9 +844,9 @@ def render(rows):
     well as plain text)."""
     cells = [HEADINGS] + [
         (label, unit, _fmt(mine), other, _fmt(theirs),
-         "n/a" if adv is None else "%.2fx" % adv,
-         "n/a" if spread is None else "%.0f%%" % (spread * 100))
-        for label, unit, mine, other, theirs, adv, spread in rows]
+         "n/a" if adv is None else "%.2fx" % adv[0],
+         "n/a" if adv is None else "%.2f-%.2f" % adv[1:])
+        for label, unit, mine, other, theirs, adv in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(HEADINGS))]
     rule = "  ".join("=" * w for w in widths)
 
@@ -827,16 +875,15 @@ def watch_notes(results):
 
 
 def goal_lines(results):
+    """The issue's three goals, judged on the median per-round ratio."""
     def ratio(a, b, higher_better):
-        x, y = results.best(a, higher_better), results.best(b, higher_better)
-        if x is None or y is None:
-            return None
-        return x / y if higher_better else y / x
+        return results.advantage(a, b, higher_better)
 
-    def verdict(value, need):
-        if value is None:
+    def verdict(adv, need):
+        if adv is None:
             return "not measured"
-        return "%.2fx, %s" % (value, "holds" if value >= need else "MISSED")
+        return "%.2fx (rounds %.2f-%.2f), %s" % (
+            adv[0], adv[1], adv[2], "holds" if adv[0] >= need else "MISSED")
 
     walk_ls = ratio(("tree", "walk", PYXS), ("tree", "walk", "xenstore-ls"), False)
     walk_net = ratio(("tree", "walk", PYXS), ("tree", "walk", "xenstore-ls net"), False)
@@ -875,7 +922,8 @@ def main(argv=None):
                         default="xenstored", help="which daemon (default: xenstored)")
     parser.add_argument("--output", metavar="FILE",
                         help="also write the table as reStructuredText to FILE")
-    parser.add_argument("--rounds", type=int, help="rounds (default 5; --quick 2); the watch benchmark runs twice as many")
+    parser.add_argument("--rounds", type=int, help="rounds (default 7; --quick 2); "
+                        "the watch benchmark runs twice as many")
     parser.add_argument("-n", type=int, help="ops per sequential round (default 5000)")
     parser.add_argument("--nodes", type=int, help="tree size (default 10000)")
     parser.add_argument("--events", type=int, help="watch events per round (default 10000)")

@@ -32,7 +32,7 @@ ROWS += [(bench, other)
          for other in ("xen.lowlevel.xs", "pyxs 0.4.1")]
 
 HEADINGS = ["Benchmark", "Unit", "pyxs", "Compared with", "Its value", "pyxs advantage",
-            "Spread"]
+            "Rounds' range"]
 
 
 def table_rows(text):
