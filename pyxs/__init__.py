@@ -8,6 +8,7 @@ status tree.
 'guest'
 """
 
+from ._compat import xs
 from ._internal import Event, Op, Packet
 from .client import Client, Monitor
 from .connection import UnixSocketConnection, XenBusConnection
@@ -17,7 +18,7 @@ from .exceptions import (ConnectionError, InvalidOperation, InvalidPath, Invalid
 __all__ = [
     "Client", "Monitor", "UnixSocketConnection", "XenBusConnection", "Event", "Op", "Packet",
     "PyXSError", "InvalidOperation", "InvalidPayload", "InvalidPath", "InvalidPermission",
-    "ConnectionError", "UnexpectedPacket", "Timeout",
+    "ConnectionError", "UnexpectedPacket", "Timeout", "xs",
 ]
 
 __version__ = "0.5.0"
