@@ -1,0 +1,416 @@
+"""pyxs._compat in situations a real daemon does not produce, and its
+C-emulating helpers against the C library itself.
+
+* A scripted fake daemon answers with odd error names, odd permission
+  strings, odd transaction ids, foreign watch tokens and replies of the
+  wrong type; the real xen.lowlevel.xs and pyxs._compat both talk to it
+  and must agree (the same differential harness as tests/test_compat.py).
+* The string-to-number functions the shim copies from C (strtoul,
+  strtol) are checked against libc's, through ctypes.
+* What pyxs._compat does differently on purpose is pinned down here too:
+  the integer 0 as a transaction handle, timeouts, no reader thread.
+"""
+
+import ctypes
+import errno
+import os
+import select
+import socket
+import struct
+import threading
+import time
+import uuid
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import pyxs.connection
+import pyxs._compat as compat
+from compat_harness import SIDES, Recorder, differential, open_handle
+
+HEADER = struct.Struct("=IIII")
+READ, GET_PERMS, WATCH, UNWATCH, TX_START, RM, WATCH_EVENT, ERROR, WRITE = (
+    2, 3, 4, 5, 6, 13, 15, 16, 11)
+
+
+# ----------------------------------------------------------------------
+# A scripted XenStore
+
+
+class FakeDaemon:
+    """A Unix-socket server that answers each request through
+    ``script(op, payload) -> [(op, payload), ...]`` (the first packet
+    gets the request's ids, the others go out as they are, with ids 0).
+    Has the two attributes the harness uses: ``socket_path``, ``alive()``.
+    """
+
+    def __init__(self, directory, script):
+        self.socket_path = str(directory / ("fake-%s.sock" % uuid.uuid4().hex[:8]))
+        self._script = script
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self.socket_path)
+        self._server.listen(8)
+        self._stopped = False
+        self._connections = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    kind = "fake"
+
+    def alive(self):
+        return not self._stopped
+
+    def stop(self):
+        self._stopped = True
+        self._server.close()
+        for connection in self._connections:
+            try:
+                connection.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while not self._stopped:
+            try:
+                connection, _ = self._server.accept()
+            except OSError:
+                return
+            self._connections.append(connection)
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection):
+        buffer = b""
+        try:
+            while True:
+                data = connection.recv(65536)
+                if not data:
+                    return
+                buffer += data
+                while len(buffer) >= HEADER.size:
+                    op, rq_id, tx_id, size = HEADER.unpack_from(buffer)
+                    if len(buffer) < HEADER.size + size:
+                        break
+                    payload = buffer[HEADER.size:HEADER.size + size]
+                    buffer = buffer[HEADER.size + size:]
+                    packets = self._script(op, payload)
+                    out = b""
+                    for i, (reply_op, reply) in enumerate(packets):
+                        ids = (rq_id, tx_id) if i == 0 else (0, 0)
+                        out += HEADER.pack(reply_op, ids[0], ids[1], len(reply)) + reply
+                    connection.sendall(out)
+        except OSError:
+            return
+
+
+def scripted(op, payload):
+    """The fake daemon's answers, chosen by the request's path."""
+    path = payload.split(b"\0", 1)[0]
+    if op == READ and path.startswith(b"/err/"):
+        return [(ERROR, path[len(b"/err/"):] + b"\0")]
+    if op == READ and path == b"/wrong-type":
+        return [(WRITE, b"OK\0")]
+    if op == GET_PERMS and path.startswith(b"/perm/"):
+        return [(GET_PERMS, bytes.fromhex(path[len(b"/perm/"):].decode()))]
+    if op == TX_START:
+        return [(TX_START, scripted.transaction_ids.pop(0))]
+    if op == WATCH:
+        token = payload.split(b"\0")[1]
+        events = [(WATCH_EVENT, b"%s\0%s\0" % (path, token))]
+        if path == b"/foreign":
+            # Tokens that are not ours: not a number, and a number that
+            # is no object's address.
+            events = [(WATCH_EVENT, b"/foreign/a\0junk\0"),
+                      (WATCH_EVENT, b"/foreign/b\0" + b"8\0"),
+                      (WATCH_EVENT, b"/foreign/c\0" + b" " + token + b"xyz\0")] + events
+        return [(WATCH, b"OK\0")] + events
+    if op == READ:
+        return [(READ, b"value of " + path)]
+    return [(op, b"OK\0")]
+
+
+@pytest.fixture
+def run_fake(xs_lowlevel, tmp_path):
+    daemons = []
+
+    def _run(scenario, transaction_ids=()):
+        scripted.transaction_ids = list(transaction_ids) * 2
+        fakes = {side: FakeDaemon(tmp_path, scripted) for side in SIDES}
+        daemons.extend(fakes.values())
+        return differential(scenario, {"real": xs_lowlevel, "pyxs": compat}, fakes)
+    yield _run
+    for daemon in daemons:
+        daemon.stop()
+
+
+def test_error_names_map_as_in_libxenstore(run_fake):
+    names = ["EQUOTA", "ENOSPC", "EPERM", "EISCONN", "E2BIG", "EAGAIN", "EROFS", "EBUSY",
+             "ENOTEMPTY", "EIO", "EISDIR", "EEXIST", "EACCES", "ENOMEM", "ENOSYS",
+             "ENOTSUP", "ETIMEDOUT", "einval", "", "ENOENT"]
+
+    def scenario(rec: Recorder):
+        h = rec.open()
+        for name in names:
+            rec.call("read answered %r" % name, h.read, "", "/err/" + name)
+        rec.call("a good read", h.read, "", "/fine")
+    run_fake(scenario)
+
+
+def test_permission_strings_parse_as_in_libxenstore(run_fake):
+    replies = [b"n0\0", b"r5\0b7\0w9\0", b"r0x10\0", b"b010\0", b"n-1\0", b"r 5\0",
+               b"r+5\0", b"r4294967297\0", b"r99999999999999999999\0", b"r-99999999999999999999\0",
+               b"x5\0", b"r\0", b"r5junk\0", b"r0x\0", b"\0", b"", b"r5\0trailing",
+               b"R5\0", b"r-\0", b"n2147483648\0"]
+
+    def scenario(rec: Recorder):
+        h = rec.open()
+        for reply in replies:
+            rec.call("get_permissions answered %r" % reply, h.get_permissions, "",
+                     "/perm/" + reply.hex())
+    run_fake(scenario)
+
+
+def test_transaction_ids_parse_as_in_libxenstore(run_fake):
+    ids = [b"1\0", b"10\0", b"0x10\0", b"010\0", b"4294967297\0", b"  7\0", b"255"]
+
+    def scenario(rec: Recorder):
+        h = rec.open()
+        for reply in ids:
+            rec.call("transaction_start answered %r" % reply, h.transaction_start)
+    run_fake(scenario, transaction_ids=ids)
+
+
+def test_events_with_foreign_tokens(run_fake):
+    def scenario(rec: Recorder):
+        h = rec.open()
+        t = rec.token("t", object())
+        rec.call("watch", h.watch, "/foreign", t)
+        for i in range(4):
+            rec.readable("readable %d" % i, h, 5)
+            rec.event("check_watch %d" % i, h.check_watch)
+        rec.call("watch again", h.watch, "/foreign", t)
+        rec.event("read_watch skips EAGAIN but not EINVAL", h.read_watch)
+        rec.event("read_watch skips the foreign number", h.read_watch)
+        rec.event("read_watch", h.read_watch)
+    run_fake(scenario)
+
+
+def test_reply_of_the_wrong_type_breaks_the_handle(run_fake):
+    def scenario(rec: Recorder):
+        h = rec.open()
+        rec.call("read", h.read, "", "/fine")
+        rec.call("a reply of the wrong type", h.read, "", "/wrong-type")
+        rec.call("the handle is broken", h.read, "", "/fine")
+        rec.call("for good", h.write, "", "/fine", "x")
+        rec.call("check_watch", h.check_watch)
+        rec.call("close", h.close)
+    run_fake(scenario)
+
+
+# ----------------------------------------------------------------------
+# What the C parser and the modules do to arguments, beyond the logs
+
+
+def test_constructor_keeps_the_type_error_as_cause(real_daemon, xs_lowlevel):
+    for args, kwargs in (((None,), {}), ((1, 2), {}), ((), {"other": 1})):
+        causes = []
+        for module in (xs_lowlevel, compat):
+            with pytest.raises(SystemError) as info:
+                open_handle(module, real_daemon.socket_path, *args, **kwargs)
+            cause = info.value.__cause__
+            causes.append((type(cause).__name__, cause.args))
+        assert causes[0] == causes[1]
+
+
+def test_method_signatures_are_documented():
+    import inspect
+    assert str(inspect.signature(compat.xs.read)) == "(self, transaction: Union[str, int], " \
+        "path: str, /) -> Optional[bytes]"
+    assert "transaction_end(transaction, abort=0)" in compat.xs.transaction_end.__doc__
+    for name in dir(compat.xs):
+        if not name.startswith("_"):
+            assert getattr(compat.xs, name).__doc__, name
+
+
+# ----------------------------------------------------------------------
+# Deliberate differences
+
+
+def test_integer_zero_means_no_transaction(real_daemon, xs_lowlevel, node_root):
+    real = open_handle(xs_lowlevel, real_daemon.socket_path)
+    ours = open_handle(compat, real_daemon.socket_path)
+    try:
+        ours.write(0, node_root + "/zero", "value")
+        assert ours.read(0, node_root + "/zero") == b"value"
+        assert ours.ls(0, node_root) == ["zero"]
+        # The C extension refuses it; any other integer is refused by both.
+        with pytest.raises(TypeError, match="argument 1 must be str, not int"):
+            real.read(0, node_root + "/zero")
+        for handle in (real, ours):
+            with pytest.raises(TypeError, match="argument 1 must be str, not int"):
+                handle.read(1, node_root + "/zero")
+            with pytest.raises(TypeError, match="argument 1 must be str, not bool"):
+                handle.read(False, node_root + "/zero")
+    finally:
+        real.close()
+        ours.close()
+
+
+def test_an_unresponsive_daemon_times_out(start_daemon, monkeypatch):
+    # The C extension would wait for ever; pyxs gives up after the
+    # connection's timeout, and the handle is then broken.
+    daemon = start_daemon("xenstored")
+    monkeypatch.setattr(pyxs.connection, "DEFAULT_TIMEOUT", 0.5)
+    handle = open_handle(compat, daemon.socket_path)
+    daemon.pause()
+    try:
+        with pytest.raises(compat.Error) as info:
+            handle.read("", "/tool")
+        assert info.value.args == (errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+    finally:
+        daemon.resume()
+    with pytest.raises(compat.Error) as info:
+        handle.read("", "/tool")
+    assert info.value.args == (errno.EBADF, os.strerror(errno.EBADF))
+    handle.close()
+
+
+def test_no_thread_behind_fileno(real_daemon, node_root):
+    before = threading.active_count()
+    handle = open_handle(compat, real_daemon.socket_path)
+    writer = open_handle(compat, real_daemon.socket_path)
+    try:
+        token = object()
+        handle.watch(node_root, token)
+        fd = handle.fileno()
+        assert handle.read_watch() == (node_root, token)
+        assert select.select([fd], [], [], 0.2)[0] == []
+        writer.write("", node_root + "/x", "1")
+        # Nothing was called on `handle` since: the descriptor woke up on
+        # its own.
+        assert select.select([fd], [], [], 5)[0] == [fd]
+        assert handle.check_watch() == (node_root + "/x", token)
+        assert threading.active_count() == before
+    finally:
+        handle.close()
+        writer.close()
+
+
+def test_threads_share_a_handle(real_daemon, node_root):
+    handle = open_handle(compat, real_daemon.socket_path)
+    token = ("thread", "token")
+    try:
+        handle.watch(node_root, token)
+        assert handle.read_watch() == (node_root, token)
+        seen, errors = [], []
+
+        def watcher():
+            try:
+                for _ in range(20):
+                    seen.append(handle.read_watch())
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        def worker(n):
+            try:
+                for i in range(10):
+                    handle.write("", "%s/%d/%d" % (node_root, n, i), str(i))
+                    assert handle.read("", "%s/%d/%d" % (node_root, n, i)) == str(i).encode()
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=watcher)] + [
+            threading.Thread(target=worker, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors
+        assert all(t is token for _, t in seen)
+        assert sorted(p for p, _ in seen) == sorted(
+            "%s/%d/%d" % (node_root, n, i) for n in range(2) for i in range(10))
+    finally:
+        handle.close()
+
+
+def test_close_wakes_a_blocked_read_watch(real_daemon, node_root):
+    handle = open_handle(compat, real_daemon.socket_path)
+    handle.watch(node_root, 1)
+    handle.read_watch()
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(_outcome(handle.read_watch)))
+    thread.start()
+    time.sleep(0.2)
+    handle.close()
+    thread.join(5)
+    assert outcome == [("Error", (errno.EINVAL, os.strerror(errno.EINVAL)))]
+
+
+def _outcome(func):
+    try:
+        return ("value", func())
+    except Exception as e:  # noqa: BLE001
+        return (type(e).__name__, e.args)
+
+
+# ----------------------------------------------------------------------
+# C's string-to-number functions, against libc
+
+
+_libc = ctypes.CDLL(None)
+_libc.strtoul.restype = ctypes.c_ulong
+_libc.strtoul.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int]
+_libc.strtol.restype = ctypes.c_long
+_libc.strtol.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int]
+
+numbers = st.text(alphabet=" \t\n+-0123456789abcdefxXgG\u00e9", max_size=24).map(
+    lambda s: s.encode("utf-8")) | st.binary(max_size=12).map(lambda b: b.replace(b"\0", b""))
+
+
+def _libc_call(function, raw, base):
+    buffer = ctypes.create_string_buffer(raw)
+    end = ctypes.c_char_p()
+    value = function(buffer, ctypes.byref(end), base)
+    consumed = ctypes.cast(end, ctypes.c_void_p).value - ctypes.addressof(buffer)
+    return value, consumed
+
+
+@settings(max_examples=500, deadline=None)
+@given(numbers, st.sampled_from([0, 16]))
+def test_strtoul_matches_libc(raw, base):
+    assert compat._strtoul(raw, base) == _libc_call(_libc.strtoul, raw, base)[0]
+
+
+@settings(max_examples=500, deadline=None)
+@given(numbers)
+def test_strtol_matches_libc(raw):
+    value, end = compat._strtol(raw, 0)
+    libc_value, consumed = _libc_call(_libc.strtol, raw, 0)
+    assert value == libc_value
+    assert end == consumed or (end == 0 and consumed == 0)
+
+
+@pytest.mark.parametrize("raw", [b"", b"0x", b"0xg", b"-0x1", b"  +12", b"FFFFFFFFFFFFFFFFF",
+                                 b"-FFFFFFFFFFFFFFFFF", b"010", b"09", b"0X1f"])
+def test_strtoul_edges(raw):
+    for base in (0, 16):
+        assert compat._strtoul(raw, base) == _libc_call(_libc.strtoul, raw, base)[0]
+
+
+def test_wire_token_is_the_address_as_a_signed_long():
+    token = object()
+    assert compat._wire_token(token) == b"%d" % id(token)
+    assert compat._signed(2 ** 64 - 1, 64) == -1
+    assert compat._signed(2 ** 31, 32) == -2 ** 31
+
+
+def test_fileno_without_epoll_or_kqueue(real_daemon, monkeypatch):
+    # As the C extension does when it cannot make its pipe.
+    import select as select_module
+    for name in ("epoll", "kqueue"):
+        monkeypatch.delattr(select_module, name, raising=False)
+    handle = open_handle(compat, real_daemon.socket_path)
+    try:
+        assert handle.fileno() == -1
+        assert handle.read("", "/tool") is not None
+    finally:
+        handle.close()
