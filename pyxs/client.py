@@ -17,7 +17,8 @@ import random
 import select
 import threading
 import time
-from typing import (Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence,
+from typing import (Callable, Deque, Dict, Iterable, Iterator, List, NoReturn, Optional,
+                    Sequence,
                     Set, Tuple, TypeVar)
 
 from ._internal import HEADER, PAYLOAD_MAX, Event, Op, Packet, PacketDecoder
@@ -167,10 +168,10 @@ class _Channel:
                 raise InvalidPayload("a request of %d bytes is over XenStore's limit of %d"
                                      % (len(payload), PAYLOAD_MAX))
         with self._lock:
-            self._connect(self._deadline())
             if generation is not None and generation != self.generation:
                 raise ConnectionError("the connection that carried this transaction "
                                       "was lost, and the transaction with it")
+            self._connect(self._deadline())
             frames, slots = [], []
             for op, payload in requests:
                 rq_id = self._next_id
@@ -206,7 +207,7 @@ class _Channel:
                     self._fail(Timeout("no reply from %r within %gs"
                                        % (self.connection.path, self.connection.timeout)))
         if slot.error is not None:
-            raise type(slot.error)(*slot.error.args)
+            _raise_copy(slot.error)
         reply = slot.reply
         if reply.op is Op.ERROR:
             raise error(reply.payload.rstrip(b"\0"))
@@ -224,14 +225,14 @@ class _Channel:
             if not self.events:
                 # Events queued before a fault are still handed out first.
                 if self._broken:
-                    raise type(self._fault)(*self._fault.args)
+                    _raise_copy(self._fault)
                 self._connect(self._deadline())
                 generation = self.generation
                 self._serve(lambda: bool(self.events) or self.generation != generation,
                             deadline)
                 if not self.events:
                     if self.generation != generation:
-                        raise type(self._fault)(*self._fault.args)
+                        _raise_copy(self._fault)
                     return None
             return self.events.popleft()
 
@@ -324,6 +325,12 @@ class _Channel:
                 return True
             slot.reply = packet
         return True
+
+
+def _raise_copy(fault: ConnectionError) -> NoReturn:
+    """Raise a fresh copy of a fault that many callers share, so that each
+    gets a traceback of its own; the cause (an OSError, say) is kept."""
+    raise type(fault)(*fault.args) from fault.__cause__
 
 
 def _join(*parts: bytes) -> bytes:
