@@ -18,8 +18,7 @@ import select
 import threading
 import time
 from typing import (Callable, Deque, Dict, Iterable, Iterator, List, NoReturn, Optional,
-                    Sequence,
-                    Set, Tuple, TypeVar)
+                    Sequence, Set, Tuple, TypeVar)
 
 from ._internal import HEADER, PAYLOAD_MAX, Event, Op, Packet, PacketDecoder
 from .connection import (FileDescriptorConnection, UnixSocketConnection,
