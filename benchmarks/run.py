@@ -501,6 +501,47 @@ LOW = "xen.lowlevel.xs"
 OLD = "pyxs %s" % OLD_PYXS
 
 
+class Placement:
+    """Where the daemon runs, relative to the clients.
+
+    The benchmark process, and so every client and helper it starts (they
+    inherit its CPU affinity), stays on one CPU; the daemon is moved,
+    round by round, onto that CPU ("1 CPU") or onto another one ("2 CPUs").
+    Left to the scheduler, the placement changes at random, and on a
+    virtual machine a round trip between two CPUs costs several times one
+    on a single CPU (waking an idle virtual CPU goes through the
+    hypervisor), so unpinned measurements jump between two speeds.
+    """
+
+    def __init__(self, name, cpu):
+        self.name, self.cpu = name, cpu
+
+    def apply(self, daemon):
+        # Every thread of the daemon (oxenstored may have several).
+        for tid in os.listdir("/proc/%d/task" % daemon.pid):
+            try:
+                os.sched_setaffinity(int(tid), {self.cpu})
+            except OSError:
+                pass  # a thread that just ended
+
+
+def placements_for(log):
+    """Pin this process to its first usable CPU; return the placements
+    the machine allows (None: no pinning possible)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[0]})
+    except (AttributeError, OSError):
+        log("cannot pin to CPUs here: the daemon runs wherever the scheduler says")
+        return [None]
+    result = [Placement("1 CPU", cpus[0])]
+    if len(cpus) > 1:
+        result.append(Placement("2 CPUs", cpus[1]))
+    else:
+        log("only one usable CPU: no '2 CPUs' placement")
+    return result
+
+
 def run(args, log):
     sys.path.insert(0, REPO)
     sys.path.insert(0, os.path.join(REPO, "tests"))
@@ -531,14 +572,17 @@ def run(args, log):
 
     old = None
     old_note = None
+    python = None
     if not args.no_old:
         try:
             python = old_pyxs_python(realdaemons, log)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             old_note = "pyxs %s unavailable: %s" % (OLD_PYXS, exc)
             log(old_note)
-            python = None
 
+    # Before any helper starts: they inherit this process's CPU.
+    placements = placements_for(log)
+    names = [p.name if p is not None else "unpinned" for p in placements]
     results = Results()
     others = OtherLoad()
     with tempfile.TemporaryDirectory(prefix="pyxs-bench-") as workdir:
@@ -547,19 +591,19 @@ def run(args, log):
             h = realdaemons.open_lowlevel_xs(daemon)
             client = pyxs.Client(unix_socket_path=daemon.socket_path)
             client.connect()
-            if not args.no_old and python is not None:
+            if python is not None:
                 try:
                     old = OldPyxs(python, daemon.socket_path)
                 except (RuntimeError, OSError, ValueError) as exc:
                     old_note = "pyxs %s worker failed: %s" % (OLD_PYXS, exc)
                     log(old_note)
+            bench = Bench(results, realdaemons, daemon, client, h, old, placements, log)
             try:
-                bench_sequential(results, client, h, old, n_seq, rounds, log)
-                bench_tree(results, realdaemons, daemon, client, h, old, nodes, rounds, log)
+                bench.sequential(n_seq, rounds)
+                bench.tree(nodes, rounds)
                 # Watch rounds are short, and the noisiest (three busy
                 # processes on the machine): twice as many of them.
-                bench_watch(results, realdaemons, daemon, client, old, n_events,
-                            2 * rounds, timeout, log)
+                bench.watch(n_events, 2 * rounds, timeout)
             finally:
                 if old is not None:
                     old.close()
@@ -569,23 +613,30 @@ def run(args, log):
             daemon.stop()
     busy = others.stop()
 
-    rows = table_rows(results, n_seq, rounds, nodes, n_events)
+    rows = table_rows(results, names, nodes, n_events)
     load_end = "load average at the end: %s" % loadavg()
     if busy is not None:
         load_end += ("; other processes kept %.2f of the %d CPUs busy during the run"
                      % (busy, os.cpu_count()))
-    notes = [load_end] + watch_notes(results) + ([old_note] if old_note else [])
-    text = render(rows)
+    notes = [load_end] + watch_notes(results, names) + ([old_note] if old_note else [])
+    text = render(rows, names)
     print()
     print(text)
     print()
-    goals = goal_lines(results)
+    goals = goal_lines(results, names)
     for line in notes + goals:
         print(line)
     if args.output:
         with open(args.output, "w") as f:
             f.write(render_rst(env_lines, text, notes, goals))
         log("table written to %s" % args.output)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env_lines, "notes": notes + goals,
+                       "samples": [{"key": list(key), "rounds": values}
+                                   for key, values in results.samples.items()]},
+                      f, indent=1)
+        log("per-round samples written to %s" % args.json)
     del xs_module
     return 0
 
@@ -656,170 +707,193 @@ def environment(args, realdaemons, pyxs, version, n_seq, rounds, nodes, n_events
                                   " (git %s)" % commit if commit else ""),
         "  load average at the start: %s" % loadavg(),
         "  rounds: %d of %d sequential ops; %d of a %d-node tree; %d of %d watch "
-        "events" % (rounds, n_seq, rounds, nodes, 2 * rounds, n_events),
+        "events; each round in both placements" % (rounds, n_seq, rounds, nodes,
+                                                   2 * rounds, n_events),
+        "  placements: clients on one CPU; the daemon on the same CPU (1 CPU) "
+        "or another (2 CPUs)",
         "  values: the best round; pyxs advantage: the median of the rounds' "
-        "ratios (> 1: pyxs better)",
+        "ratios (> 1: pyxs better), and their range",
     ]
 
 
 # ----------------------------------------------------------- the benchmarks
 
-def bench_sequential(results, client, h, old, n, rounds, log):
-    path, value, dpath = "/bench/seq/key", "value-0123456789", "/bench/seq/dir"
-    wpath = "/bench/seq/written"
-    h.write("", path, value)
-    for i in range(8):
-        h.write("", "%s/child%d" % (dpath, i), "v")
-    calls = {
-        PYXS: {"read": (client.read, (path,)),
-               "write": (client.write, (wpath, value)),
-               "ls": (client.ls, (dpath,))},
-        LOW: {"read": (h.read, ("", path)),
-              "write": (h.write, ("", wpath, value)),
-              "ls": (h.ls, ("", dpath))},
-    }
-    impls = [PYXS, LOW] + ([OLD] if old else [])
-    # Round 0 is a warm-up (caches, lazy imports, CPU frequency), not counted.
-    for r in range(rounds + 1):
-        log("sequential round %d/%d%s" % (r, rounds, " (warm-up)" if r == 0 else ""))
-        count = max(1, n // 10) if r == 0 else n
-        for op in ("read", "write", "ls"):
-            for impl in rotate(impls, r):
-                if impl == OLD:
-                    target = {"read": path, "write": wpath, "ls": dpath}[op]
-                    res = old.call(cmd="seq", op=op, n=count, path=target, value=value)
-                    wall, cpu = res["wall"], res["cpu"]
+class Bench:
+    """The measurements.  Every round runs each placement in turn, and in
+    each placement every implementation, in an order that rotates from
+    round to round; results are keyed (..., implementation, placement)."""
+
+    def __init__(self, results, realdaemons, daemon, client, h, old, placements, log):
+        self.results, self.realdaemons, self.daemon = results, realdaemons, daemon
+        self.client, self.h, self.old = client, h, old
+        self.placements, self.log = placements, log
+        self.impls = [PYXS, LOW] + ([OLD] if old else [])
+
+    def _rounds(self, what, rounds, warm_up=False):
+        """Yield (round, placement name) after placing the daemon."""
+        for r in range(0 if warm_up else 1, rounds + 1):
+            self.log("%s round %d/%d%s" % (what, r, rounds, " (warm-up)" if r == 0 else ""))
+            for placement in rotate(self.placements, r):
+                if placement is None:
+                    yield r, "unpinned"
                 else:
-                    f, fargs = calls[impl][op]
-                    wall, cpu = _loop(f, fargs, count)
-                if r == 0:
-                    continue
-                results.add(("seq", op, impl), n / wall)
-                results.add(("seqcpu", op, impl), cpu / n * 1e6)
+                    placement.apply(self.daemon)
+                    yield r, placement.name
 
+    def sequential(self, n, rounds):
+        client, h, old, results = self.client, self.h, self.old, self.results
+        path, value, dpath = "/bench/seq/key", "value-0123456789", "/bench/seq/dir"
+        wpath = "/bench/seq/written"
+        h.write("", path, value)
+        for i in range(8):
+            h.write("", "%s/child%d" % (dpath, i), "v")
+        calls = {
+            PYXS: {"read": (client.read, (path,)),
+                   "write": (client.write, (wpath, value)),
+                   "ls": (client.ls, (dpath,))},
+            LOW: {"read": (h.read, ("", path)),
+                  "write": (h.write, ("", wpath, value)),
+                  "ls": (h.ls, ("", dpath))},
+        }
+        # Round 0 is a warm-up (caches, lazy imports), not counted.
+        for r, where in self._rounds("sequential", rounds, warm_up=True):
+            count = max(1, n // 10) if r == 0 else n
+            for op in ("read", "write", "ls"):
+                for impl in rotate(self.impls, r):
+                    if impl == OLD:
+                        target = {"read": path, "write": wpath, "ls": dpath}[op]
+                        res = old.call(cmd="seq", op=op, n=count, path=target, value=value)
+                        wall, cpu = res["wall"], res["cpu"]
+                    else:
+                        f, fargs = calls[impl][op]
+                        wall, cpu = _loop(f, fargs, count)
+                    if r == 0:
+                        continue
+                    results.add(("seq", op, impl, where), n / wall)
+                    results.add(("seqcpu", op, impl, where), cpu / n * 1e6)
 
-def bench_tree(results, realdaemons, daemon, client, h, old, nodes, rounds, log):
-    top = "/bench/tree"
-    log("writing a tree of %d nodes" % nodes)
-    paths = build_tree(h, top, nodes)
-    h.write("", "/bench/leaf", "x")
-    env = daemon.client_env()
-    xls = realdaemons.c_client("xenstore-ls")
+    def tree(self, nodes, rounds):
+        client, h, old, results = self.client, self.h, self.old, self.results
+        top = "/bench/tree"
+        self.log("writing a tree of %d nodes" % nodes)
+        paths = build_tree(h, top, nodes)
+        h.write("", "/bench/leaf", "x")
+        env = self.daemon.client_env()
+        xls = self.realdaemons.c_client("xenstore-ls")
 
-    def xenstore_ls():
-        wall, cpu, out = timed_process(xls + ["-f", top], env)
-        lines = out.count(b"\n")
-        if lines != nodes - 1:  # it prints every node below top, not top
-            raise RuntimeError("xenstore-ls printed %d lines, not %d" % (lines, nodes - 1))
-        return wall, cpu
+        def xenstore_ls():
+            wall, cpu, out = timed_process(xls + ["-f", top], env)
+            lines = out.count(b"\n")
+            if lines != nodes - 1:  # it prints every node below top, not top
+                raise RuntimeError("xenstore-ls printed %d lines, not %d"
+                                   % (lines, nodes - 1))
+            return wall, cpu, nodes
 
-    def xenstore_ls_start():
-        wall, cpu, _ = timed_process(xls + ["-f", "/bench/leaf"], env)
-        return wall, cpu
+        def xenstore_ls_start():
+            wall, cpu, _ = timed_process(xls + ["-f", "/bench/leaf"], env)
+            return wall, cpu, nodes
 
-    def pyxs_walk():
-        return sum(1 for _ in client.walk(top))
+        def pyxs_walk():
+            return sum(1 for _ in client.walk(top))
 
-    def pyxs_read_many():
-        values = client.read_many(paths)
-        return sum(1 for v in values if v is not None)
+        def pyxs_read_many():
+            values = client.read_many(paths)
+            return sum(1 for v in values if v is not None)
 
-    def lowlevel_reads():
-        read = h.read
-        return sum(1 for p in paths if read("", p) is not None)
+        def lowlevel_reads():
+            read = h.read
+            return sum(1 for p in paths if read("", p) is not None)
 
-    steps = [
-        ("walk", PYXS, lambda: timed(pyxs_walk)),
-        ("walk", LOW, lambda: timed(walk_lowlevel, h, top)),
-        ("walk", "pyxs sequential", lambda: timed(walk_pyxs_sequential, client, top)),
-        ("walk", "xenstore-ls", lambda: xenstore_ls() + (nodes,)),
-        ("walk", "xenstore-ls start", lambda: xenstore_ls_start() + (nodes,)),
-        ("values", PYXS, lambda: timed(pyxs_read_many)),
-        ("values", LOW, lambda: timed(lowlevel_reads)),
-    ]
-    if old:
-        def old_walk():
-            res = old.call(cmd="walk", top=top)
-            return res["wall"], res["cpu"], res["count"]
-        steps.append(("walk", OLD, old_walk))
-    for r in range(rounds):
-        log("tree round %d/%d" % (r + 1, rounds))
-        for kind, impl, step in rotate(steps, r):
-            wall, cpu, count = step()
-            if count != nodes:
-                raise RuntimeError("%s %s saw %d nodes, not %d" % (kind, impl, count, nodes))
-            results.add(("tree", kind, impl), wall * 1e3)
-            results.add(("treecpu", kind, impl), cpu * 1e3)
-    # xenstore-ls less a process start, round by round.
-    for full, start in zip(results.samples[("tree", "walk", "xenstore-ls")],
-                           results.samples[("tree", "walk", "xenstore-ls start")]):
-        results.add(("tree", "walk", "xenstore-ls net"), max(full - start, 1e-6))
+        steps = [
+            ("walk", PYXS, lambda: timed(pyxs_walk)),
+            ("walk", LOW, lambda: timed(walk_lowlevel, h, top)),
+            ("walk", "pyxs sequential", lambda: timed(walk_pyxs_sequential, client, top)),
+            ("walk", "xenstore-ls", xenstore_ls),
+            ("walk", "xenstore-ls start", xenstore_ls_start),
+            ("values", PYXS, lambda: timed(pyxs_read_many)),
+            ("values", LOW, lambda: timed(lowlevel_reads)),
+        ]
+        if old:
+            def old_walk():
+                res = old.call(cmd="walk", top=top)
+                return res["wall"], res["cpu"], res["count"]
+            steps.append(("walk", OLD, old_walk))
+        for r, where in self._rounds("tree", rounds):
+            for kind, impl, step in rotate(steps, r):
+                wall, cpu, count = step()
+                if count != nodes:
+                    raise RuntimeError("%s %s saw %d nodes, not %d"
+                                       % (kind, impl, count, nodes))
+                results.add(("tree", kind, impl, where), wall * 1e3)
+                results.add(("treecpu", kind, impl, where), cpu * 1e3)
+            # xenstore-ls less a process start, in this round.
+            full = results.samples[("tree", "walk", "xenstore-ls", where)][-1]
+            start = results.samples[("tree", "walk", "xenstore-ls start", where)][-1]
+            results.add(("tree", "walk", "xenstore-ls net", where), max(full - start, 1e-6))
 
-
-def bench_watch(results, realdaemons, daemon, client, old, n, rounds, timeout, log):
-    impls = [PYXS, LOW] + ([OLD] if old else [])
-    for r in range(rounds):
-        log("watch round %d/%d" % (r + 1, rounds))
-        for impl in rotate(impls, r):
-            # The same nodes every time: each round has a new watch (on a
-            # new connection) and drains all its events.
-            wpath = "/bench/watch"
-            if impl == OLD:
-                res = old.call(cmd="watch", wpath=wpath, n=n, timeout=timeout)
-            else:
-                receiver = (PyxsReceiver(client) if impl == PYXS
-                            else LowlevelReceiver(realdaemons, daemon))
-                res = timed_watch(daemon.socket_path, wpath, n, receiver, timeout)
-            results.add(("watch", impl), n / res["wall"])
-            results.add(("watchcpu", impl), res["cpu"] / n * 1e6)
-            results.add(("watchwriter", impl), res["writer"] * 1e3)
-            results.add(("watchwall", impl), res["wall"] * 1e3)
+    def watch(self, n, rounds, timeout):
+        daemon, results = self.daemon, self.results
+        for r, where in self._rounds("watch", rounds):
+            for impl in rotate(self.impls, r):
+                # The same nodes every time: each round has a new watch (on
+                # a new connection) and drains all its events.
+                wpath = "/bench/watch"
+                if impl == OLD:
+                    res = self.old.call(cmd="watch", wpath=wpath, n=n, timeout=timeout)
+                else:
+                    receiver = (PyxsReceiver(self.client) if impl == PYXS
+                                else LowlevelReceiver(self.realdaemons, daemon))
+                    res = timed_watch(daemon.socket_path, wpath, n, receiver, timeout)
+                results.add(("watch", impl, where), n / res["wall"])
+                results.add(("watchcpu", impl, where), res["cpu"] / n * 1e6)
+                results.add(("watchwriter", impl, where), res["writer"] * 1e3)
+                results.add(("watchwall", impl, where), res["wall"] * 1e3)
 
 
 # ---------------------------------------------------------------- the table
 
-HEADINGS = ("Benchmark", "Unit", "pyxs", "Compared with", "Its value",
-            "pyxs advantage", "Rounds' range")
-
-
-def table_rows(results, n_seq, rounds, nodes, n_events):
-    """One row per comparison: (benchmark, unit, pyxs's best, other label,
-    other's best, (median, lowest, highest) of the per-round advantages).
-    An advantage is > 1 when pyxs does better: pyxs/other for rates,
-    other/pyxs for times and CPU."""
+def table_rows(results, placements, nodes, n_events):
+    """One row per comparison: (benchmark, unit, other label, and for each
+    placement (pyxs's best, other's best, (median, lowest, highest) of
+    the per-round advantages)).  An advantage is > 1 when pyxs does
+    better: pyxs/other for rates, other/pyxs for times and CPU."""
     rows = []
 
     def row(label, unit, key, other_label, other_key, higher_better):
-        rows.append((label, unit, results.best(key, higher_better), other_label,
-                     results.best(other_key, higher_better),
-                     results.advantage(key, other_key, higher_better)))
+        cells = []
+        for where in placements:
+            mine, theirs = key + (where,), other_key + (where,)
+            cells.append((results.best(mine, higher_better),
+                          results.best(theirs, higher_better),
+                          results.advantage(mine, theirs, higher_better)))
+        rows.append((label, unit, other_label, cells))
 
-    for op, name in (("read", "read"), ("write", "write"), ("ls", "ls (directory)")):
+    for op in ("read", "write", "ls"):
         for other in (LOW, OLD):
-            row("%s, sequential" % name, "ops/s", ("seq", op, PYXS), other,
+            row("%s, sequential" % op, "ops/s", ("seq", op, PYXS), other,
                 ("seq", op, other), True)
-    for op, name in (("read", "read"), ("write", "write"), ("ls", "ls (directory)")):
+    for op in ("read", "write", "ls"):
         for other in (LOW, OLD):
-            row("%s, client CPU" % name, "us/op", ("seqcpu", op, PYXS), other,
+            row("%s, client CPU" % op, "us/op", ("seqcpu", op, PYXS), other,
                 ("seqcpu", op, other), False)
     walk = "walk %d nodes, Client.walk" % nodes
     for other, label in (("xenstore-ls", "xenstore-ls -f (process)"),
-                         ("xenstore-ls net", "xenstore-ls -f minus process start"),
-                         (LOW, "xen.lowlevel.xs ls+read recursion"),
+                         ("xenstore-ls net", "xenstore-ls -f less its start"),
+                         (LOW, "xen.lowlevel.xs ls+read"),
                          (OLD, "pyxs %s Client.walk" % OLD_PYXS),
-                         ("pyxs sequential", "pyxs ls+read recursion")):
+                         ("pyxs sequential", "pyxs ls+read")):
         row(walk, "ms", ("tree", "walk", PYXS), label, ("tree", "walk", other), False)
     for other, label in (("xenstore-ls", "xenstore-ls -f (process)"),
-                         (LOW, "xen.lowlevel.xs ls+read recursion")):
+                         (LOW, "xen.lowlevel.xs ls+read")):
         row("walk %d nodes, client CPU" % nodes, "ms", ("treecpu", "walk", PYXS), label,
             ("treecpu", "walk", other), False)
     many = "%d values, Client.read_many" % nodes
     row(many, "ms", ("tree", "values", PYXS), "xen.lowlevel.xs read loop",
         ("tree", "values", LOW), False)
-    row(many, "ms", ("tree", "values", PYXS), "xenstore-ls -f minus process start",
+    row(many, "ms", ("tree", "values", PYXS), "xenstore-ls -f less its start",
         ("tree", "walk", "xenstore-ls net"), False)
     for other in (LOW, OLD):
-        row("watch, %d events received" % n_events, "events/s", ("watch", PYXS),
+        row("watch, %d events" % n_events, "events/s", ("watch", PYXS),
             other, ("watch", other), True)
     for other in (LOW, OLD):
         row("watch, client CPU", "us/event", ("watchcpu", PYXS), other,
@@ -839,62 +913,81 @@ def _fmt(value):
     return "%.2f" % value
 
 
-def render(rows):
+def _fmt_advantage(adv):
+    if adv is None:
+        return "n/a"
+    return "%.2fx (%.2f-%.2f)" % adv
+
+
+def headings(placements):
+    out = ["Benchmark", "Unit", "Compared with"]
+    for where in placements:
+        out += ["pyxs, %s" % where, "it, %s" % where, "pyxs advantage, %s" % where]
+    return out
+
+
+def render(rows, placements):
     """The table, as a reStructuredText "simple table" (which also reads
     well as plain text)."""
-    cells = [HEADINGS] + [
-        (label, unit, _fmt(mine), other, _fmt(theirs),
-         "n/a" if adv is None else "%.2fx" % adv[0],
-         "n/a" if adv is None else "%.2f-%.2f" % adv[1:])
-        for label, unit, mine, other, theirs, adv in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(HEADINGS))]
+    cells = [headings(placements)]
+    for label, unit, other, per_place in rows:
+        line = [label, unit, other]
+        for mine, theirs, adv in per_place:
+            line += [_fmt(mine), _fmt(theirs), _fmt_advantage(adv)]
+        cells.append(line)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
     rule = "  ".join("=" * w for w in widths)
 
     def line(r):
-        return "  ".join(c.ljust(w) if i in (0, 1, 3) else c.rjust(w)
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w)
                          for i, (c, w) in enumerate(zip(r, widths))).rstrip()
 
     return "\n".join([rule, line(cells[0]), rule] + [line(r) for r in cells[1:]] + [rule])
 
 
-def watch_notes(results):
+def watch_notes(results, placements):
     """How long the writer took, and how far behind it each receiver
     finished: when the lag is small the daemon, not the receiver, sets
     the pace."""
-    parts = []
-    for impl in (PYXS, LOW, OLD):
-        walls = results.samples.get(("watchwall", impl))
-        writers = results.samples.get(("watchwriter", impl))
-        if walls and writers:
-            lags = sorted(w - x for w, x in zip(walls, writers))
-            parts.append("%s: writer %.0f ms, last event %.1f ms after the last write"
-                         % (impl, min(writers), lags[len(lags) // 2]))
-    if not parts:
-        return []
-    return ["watch rounds (best writer time, median lag): " + "; ".join(parts)]
+    out = []
+    for where in placements:
+        parts = []
+        for impl in (PYXS, LOW, OLD):
+            walls = results.samples.get(("watchwall", impl, where))
+            writers = results.samples.get(("watchwriter", impl, where))
+            if walls and writers:
+                lags = sorted(w - x for w, x in zip(walls, writers))
+                parts.append("%s: writer %.0f ms, last event %.1f ms after it"
+                             % (impl, min(writers), lags[len(lags) // 2]))
+        if parts:
+            out.append("watch, %s (best writer time, median lag): %s"
+                       % (where, "; ".join(parts)))
+    return out
 
 
-def goal_lines(results):
+def goal_lines(results, placements):
     """The issue's three goals, judged on the median per-round ratio."""
-    def ratio(a, b, higher_better):
-        return results.advantage(a, b, higher_better)
+    def verdict(key, other_key, higher_better, need):
+        parts = []
+        for where in placements:
+            adv = results.advantage(key + (where,), other_key + (where,), higher_better)
+            if adv is None:
+                parts.append("%s: not measured" % where)
+            else:
+                parts.append("%s: %.2fx (rounds %.2f-%.2f), %s" % (
+                    where, adv[0], adv[1], adv[2],
+                    "holds" if adv[0] >= need else "MISSED"))
+        return "; ".join(parts)
 
-    def verdict(adv, need):
-        if adv is None:
-            return "not measured"
-        return "%.2fx (rounds %.2f-%.2f), %s" % (
-            adv[0], adv[1], adv[2], "holds" if adv[0] >= need else "MISSED")
-
-    walk_ls = ratio(("tree", "walk", PYXS), ("tree", "walk", "xenstore-ls"), False)
-    walk_net = ratio(("tree", "walk", PYXS), ("tree", "walk", "xenstore-ls net"), False)
     return [
-        "goal 1, sequential reads/s pyxs / xen.lowlevel.xs >= 1.0: %s"
-        % verdict(ratio(("seq", "read", PYXS), ("seq", "read", LOW), True), 1.0),
-        "goal 2, Client.walk >= 2x faster than xenstore-ls -f: %s "
-        "(against xenstore-ls less its process start: %s)"
-        % (verdict(walk_ls, 2.0), verdict(walk_net, 2.0)),
-        "goal 3, watch events/s pyxs / xen.lowlevel.xs >= 1.0: %s"
-        % verdict(ratio(("watch", PYXS), ("watch", LOW), True), 1.0),
+        "goal 1, sequential reads/s pyxs / xen.lowlevel.xs >= 1.0: "
+        + verdict(("seq", "read", PYXS), ("seq", "read", LOW), True, 1.0),
+        "goal 2, Client.walk >= 2x faster than xenstore-ls -f: "
+        + verdict(("tree", "walk", PYXS), ("tree", "walk", "xenstore-ls"), False, 2.0),
+        "goal 2, the same against xenstore-ls -f less its process start: "
+        + verdict(("tree", "walk", PYXS), ("tree", "walk", "xenstore-ls net"), False, 2.0),
+        "goal 3, watch events/s pyxs / xen.lowlevel.xs >= 1.0: "
+        + verdict(("watch", PYXS), ("watch", LOW), True, 1.0),
     ]
 
 
@@ -922,6 +1015,8 @@ def main(argv=None):
                         default="xenstored", help="which daemon (default: xenstored)")
     parser.add_argument("--output", metavar="FILE",
                         help="also write the table as reStructuredText to FILE")
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write every round's measurements to FILE")
     parser.add_argument("--rounds", type=int, help="rounds (default 7; --quick 2); "
                         "the watch benchmark runs twice as many")
     parser.add_argument("-n", type=int, help="ops per sequential round (default 5000)")
