@@ -50,6 +50,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
+from ._cnumbers import ULONG_MAX, signed, strtol, strtoul
 from ._internal import PAYLOAD_MAX, Op, Packet
 from .client import Client
 from .connection import (FileDescriptorConnection, UnixSocketConnection,
@@ -278,75 +279,17 @@ def _noargs(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-# ----------------------------------------------------------------------
-# C's string-to-number functions, which the extension and libxenstore use
-# on transaction handles, transaction ids, permissions and watch tokens.
-
-_C_SPACE = b" \t\n\v\f\r"
-_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-_ULONG_MAX = (1 << 64) - 1
-_LONG_MAX = (1 << 63) - 1
-
-
-def _scan_number(raw: bytes, base: int) -> Tuple[bool, int, int]:
-    """Scan an integer as ``strtol``/``strtoul`` do: leading blanks, a
-    sign, ``0x`` for base 16 (and base 0), a leading ``0`` meaning octal
-    in base 0.  Returns ``(negative, magnitude, end)``; *end* is 0 when
-    no digit was found."""
-    i, n = 0, len(raw)
-    while i < n and raw[i] in _C_SPACE:
-        i += 1
-    negative = False
-    if i < n and raw[i] in b"+-":
-        negative = raw[i] == ord("-")
-        i += 1
-    if (base in (0, 16) and raw[i:i + 2] in (b"0x", b"0X")
-            and i + 2 < n and chr(raw[i + 2]).lower() in _DIGITS[:16]):
-        i, base = i + 2, 16
-    elif base == 0:
-        base = 8 if raw[i:i + 1] == b"0" else 10
-    start, digits = i, _DIGITS[:base]
-    while i < n and raw[i] < 128 and chr(raw[i]).lower() in digits:
-        i += 1
-    if i == start:
-        return False, 0, 0
-    return negative, int(raw[start:i], base), i
-
-
-def _strtoul(raw: bytes, base: int) -> int:
-    """C's ``strtoul`` on a 64-bit machine."""
-    negative, magnitude, _ = _scan_number(raw, base)
-    if magnitude > _ULONG_MAX:
-        return _ULONG_MAX
-    return -magnitude & _ULONG_MAX if negative else magnitude
-
-
-def _strtol(raw: bytes, base: int) -> Tuple[int, int]:
-    """C's ``strtol`` on a 64-bit machine: ``(value, end)``."""
-    negative, magnitude, end = _scan_number(raw, base)
-    if negative:
-        return max(-magnitude, -_LONG_MAX - 1), end
-    return min(magnitude, _LONG_MAX), end
-
-
-def _signed(value: int, bits: int) -> int:
-    """*value* stored in an unsigned C integer of *bits* bits and read
-    back as a signed one."""
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
 def _handle_number(transaction: object) -> int:
     """The transaction id a handle stands for, as the C code reads it."""
     if type(transaction) is int and transaction == 0:
         return 0  # pyxs's one extension: old documentation passes 0.
-    return _strtoul(_c_str(transaction, 1), 16) & 0xFFFFFFFF
+    return strtoul(_c_str(transaction, 1), 16) & 0xFFFFFFFF
 
 
 def _wire_token(token: object) -> bytes:
     """The token sent to XenStore for a Python object: its address
     (``id()``), in decimal, printed as a signed C long."""
-    return b"%d" % _signed(id(token), 64)
+    return b"%d" % signed(id(token), 64)
 
 
 def _parse_permissions(reply: bytes) -> List[Permission]:
@@ -356,10 +299,10 @@ def _parse_permissions(reply: bytes) -> List[Permission]:
     for entry in reply.split(b"\0")[:reply.count(b"\0")]:
         letter, number = entry[:1], entry[1:]
         bits = {b"r": 1, b"w": 2, b"b": 3, b"n": 0}.get(letter)
-        value, end = _strtol(number, 0)
+        value, end = strtol(number, 0)
         if bits is None or not number or end != len(number):
             raise _error(errno.EINVAL)
-        result.append({"dom": _signed(value, 32), "read": bits & 1, "write": bits & 2})
+        result.append({"dom": signed(value, 32), "read": bits & 1, "write": bits & 2})
     return result
 
 
@@ -615,10 +558,10 @@ class xs:  # noqa: N801 - the C extension's name
             watch that has been removed).
         """
         path, token = packet.payload.split(b"\0")[:2]
-        value, end = _strtol(token, 0)  # sscanf("%li")
+        value, end = strtol(token, 0)  # sscanf("%li")
         if not end:
             raise _error(errno.EINVAL)
-        address = value & _ULONG_MAX
+        address = value & ULONG_MAX
         with self._lock:
             for candidate in self._tokens:
                 if id(candidate) == address:
@@ -928,7 +871,7 @@ class xs:  # noqa: N801 - the C extension's name
         :raises Error: when XenStore refuses.
         """
         reply = self._request(Op.TRANSACTION_START, b"\0")
-        tx_id = _strtoul(reply.split(b"\0", 1)[0], 0) & 0xFFFFFFFF
+        tx_id = strtoul(reply.split(b"\0", 1)[0], 0) & 0xFFFFFFFF
         if not tx_id:
             raise _error(errno.EINVAL)
         return "%X" % tx_id
@@ -951,7 +894,7 @@ class xs:  # noqa: N801 - the C extension's name
         try:
             transaction, abort = _keywords(args, kwargs, ("transaction", "abort"), 1,
                                            (_c_str, lambda v, i: _c_int(v)))
-            tx_id = _strtoul(transaction, 16) & 0xFFFFFFFF  # type: ignore[arg-type]
+            tx_id = strtoul(transaction, 16) & 0xFFFFFFFF  # type: ignore[arg-type]
             flag = b"F\0" if abort is not _MISSING and abort else b"T\0"
             try:
                 self._request(Op.TRANSACTION_END, flag, tx_id)
@@ -974,7 +917,7 @@ class xs:  # noqa: N801 - the C extension's name
         """
         domid, frame, channel = _c_int(dom), _c_long(page), _c_int(port)
         self._request(Op.INTRODUCE, b"%d\0%d\0%d\0" % (
-            domid & 0xFFFFFFFF, frame & _ULONG_MAX, channel & 0xFFFFFFFF))
+            domid & 0xFFFFFFFF, frame & ULONG_MAX, channel & 0xFFFFFFFF))
 
     @_varargs
     def set_target(self, dom: int, target: int, /) -> None:

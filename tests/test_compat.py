@@ -11,9 +11,6 @@ Scenarios that change daemon-wide state (domains) or kill the daemon get
 a fresh private daemon for each side instead.
 """
 
-import errno
-import os
-import select
 import threading
 import time
 
@@ -21,7 +18,6 @@ import pytest
 
 import pyxs
 import pyxs._compat as compat
-import realdaemons
 from compat_harness import SIDES, Recorder, differential, open_handle
 
 # ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from hypothesis import given, settings, strategies as st
 
 import pyxs.connection
 import pyxs._compat as compat
+import pyxs._cnumbers as cnumbers
 from compat_harness import SIDES, Recorder, differential, open_handle
 
 HEADER = struct.Struct("=IIII")
@@ -375,16 +376,17 @@ def _libc_call(function, raw, base):
 
 
 @settings(max_examples=500, deadline=None)
-@given(numbers, st.sampled_from([0, 16]))
+@given(numbers, st.sampled_from([0, 10, 16]))
 def test_strtoul_matches_libc(raw, base):
-    assert compat._strtoul(raw, base) == _libc_call(_libc.strtoul, raw, base)[0]
+    assert cnumbers.strtoul(raw, base) == _libc_call(_libc.strtoul, raw, base)[0]
 
 
 @settings(max_examples=500, deadline=None)
-@given(numbers)
-def test_strtol_matches_libc(raw):
-    value, end = compat._strtol(raw, 0)
-    libc_value, consumed = _libc_call(_libc.strtol, raw, 0)
+@given(numbers, st.sampled_from([0, 10, 16]))
+def test_strtol_matches_libc(raw, base):
+    # The shim parses with base 0, the emulator with bases 0 and 10.
+    value, end = cnumbers.strtol(raw, base)
+    libc_value, consumed = _libc_call(_libc.strtol, raw, base)
     assert value == libc_value
     assert end == consumed or (end == 0 and consumed == 0)
 
@@ -393,14 +395,14 @@ def test_strtol_matches_libc(raw):
                                  b"-FFFFFFFFFFFFFFFFF", b"010", b"09", b"0X1f"])
 def test_strtoul_edges(raw):
     for base in (0, 16):
-        assert compat._strtoul(raw, base) == _libc_call(_libc.strtoul, raw, base)[0]
+        assert cnumbers.strtoul(raw, base) == _libc_call(_libc.strtoul, raw, base)[0]
 
 
 def test_wire_token_is_the_address_as_a_signed_long():
     token = object()
     assert compat._wire_token(token) == b"%d" % id(token)
-    assert compat._signed(2 ** 64 - 1, 64) == -1
-    assert compat._signed(2 ** 31, 32) == -2 ** 31
+    assert cnumbers.signed(2 ** 64 - 1, 64) == -1
+    assert cnumbers.signed(2 ** 31, 32) == -2 ** 31
 
 
 def test_fileno_without_epoll_or_kqueue(real_daemon, monkeypatch):

@@ -16,7 +16,6 @@ example both are restarted, so that shrinking starts from a clean slate.
 """
 
 import os
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import realdaemons
-from realdaemons import XS_DIRECTORY, XS_ERROR, XS_READ, XS_RM, XS_WRITE
+from realdaemons import XS_DIRECTORY, XS_ERROR, XS_READ, XS_WRITE
 
 KIND_PARAMS = pytest.mark.parametrize("kind", realdaemons.KINDS)
 

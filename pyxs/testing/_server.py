@@ -16,9 +16,8 @@ import os
 import selectors
 import socket
 import stat
-import threading
 import tty
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from .._internal import HEADER, PAYLOAD_MAX
 from ._store import Connection, Store

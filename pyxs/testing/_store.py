@@ -29,6 +29,7 @@ import errno as _e
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .._cnumbers import signed, strtol
 from .._internal import PAYLOAD_MAX, Op, Packet
 
 __all__ = ["Store", "Connection", "DEFAULT_QUOTAS", "NO_GENERATION"]
@@ -103,45 +104,9 @@ def _u32(value: int) -> int:
     return value & 0xFFFFFFFF
 
 
-def _s32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
-
-
-def _strtol(text: bytes, base: int = 10) -> Tuple[int, int]:
-    """C ``strtol``: return the value and the index where parsing stopped
-    (0 when nothing was converted).  Out-of-range values saturate at the
-    limits of a 64-bit ``long``."""
-    i, n = 0, len(text)
-    while i < n and text[i] in _SPACE:
-        i += 1
-    negative = False
-    if i < n and text[i] in b"+-":
-        negative = text[i] == ord("-")
-        i += 1
-    if base == 0:
-        if text[i:i + 2] in (b"0x", b"0X") and i + 2 < n and chr(text[i + 2]) in \
-                "0123456789abcdefABCDEF":
-            base, i = 16, i + 2
-        elif text[i:i + 1] == b"0":
-            base = 8
-        else:
-            base = 10
-    digits = "0123456789abcdef"[:base]
-    start, value = i, 0
-    while i < n and chr(text[i]).lower() in digits:
-        value = value * base + int(chr(text[i]), 16)
-        i += 1
-    if i == start:
-        return 0, 0
-    if negative:
-        value = -value
-    return max(-(1 << 63), min(value, (1 << 63) - 1)), i
-
-
 def _atoi(text: bytes) -> int:
     """C ``atoi`` (an ``int``, so truncated to 32 bits)."""
-    return _s32(_strtol(text)[0])
+    return signed(strtol(text, 10)[0], 32)
 
 
 def _local_offset(name: bytes) -> int:
@@ -1047,7 +1012,7 @@ class Store:
             if letter is None:
                 self.errno = _e.EINVAL
                 return self.errno
-            text.append(letter + b"%d\0" % _s32(domid))
+            text.append(letter + b"%d\0" % signed(domid, 32))
         self._reply(conn, Op.GET_PERMS, b"".join(text))
         return 0
 
@@ -1066,7 +1031,7 @@ class Store:
             if bits is None:
                 self.errno = _e.EINVAL
                 return self.errno
-            value, end = _strtol(entry[1:], 0)
+            value, end = strtol(entry[1:], 0)
             if len(entry) == 1 or end != len(entry) - 1:
                 self.errno = _e.EINVAL
                 return self.errno
@@ -1504,5 +1469,5 @@ class Store:
         for name, node in sorted(self._db.items()):
             result[name.decode("latin-1")] = (node.data, [
                 "%s%d" % ({P_WRITE: "w", P_READ: "r", P_READ | P_WRITE: "b"}.get(
-                    bits & ~P_IGNORE, "n"), _s32(domid)) for domid, bits in node.perms])
+                    bits & ~P_IGNORE, "n"), signed(domid, 32)) for domid, bits in node.perms])
         return result
