@@ -15,6 +15,7 @@ from typing import Iterator
 
 import pytest
 
+from ..client import Client
 from . import XenStoreServer
 
 
@@ -26,10 +27,8 @@ def xenstore_server() -> Iterator[XenStoreServer]:
 
 
 @pytest.fixture
-def xenstore_client(xenstore_server: XenStoreServer) -> Iterator[object]:
+def xenstore_client(xenstore_server: XenStoreServer) -> Iterator[Client]:
     """A :class:`pyxs.client.Client` connected to ``xenstore_server``."""
-    from pyxs.client import Client
-
     client = Client(unix_socket_path=xenstore_server.socket_path)
     try:
         client.connect()
