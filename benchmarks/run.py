@@ -305,7 +305,7 @@ class OldPyxs:
 
     def __init__(self, python, sock_path):
         self.proc = subprocess.Popen(
-            [python, os.path.abspath(__file__), "--_worker041", sock_path],
+            [python, "-I", os.path.abspath(__file__), "--_worker041", sock_path],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=helper_env())
         hello = self._answer()
         self.where = hello["pyxs"]

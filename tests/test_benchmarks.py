@@ -79,6 +79,7 @@ def test_quick_run_prints_the_whole_table(tmp_path):
     env.pop("PYTHONPATH", None)  # the script finds the checkout by itself
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--output", str(output)],
+        # A few seconds, plus, the first time, making the pyxs 0.4.1 venv.
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
