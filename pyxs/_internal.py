@@ -140,6 +140,13 @@ class PacketDecoder:
 
     def feed(self, data: bytes) -> List[Packet]:
         buffer = self._buffer
+        if not buffer and len(data) >= HEADER.size:
+            # The usual case, one whole reply and nothing left over, is
+            # decoded without copying through the buffer.
+            op, rq_id, tx_id, size = HEADER.unpack_from(data)
+            if len(data) == HEADER.size + size and size <= PAYLOAD_MAX and op in _OPS:
+                return [tuple.__new__(Packet, (_OPS[op], rq_id, tx_id, size,
+                                               data[HEADER.size:]))]
         buffer += data
         packets = []
         start, end = 0, len(buffer)

@@ -71,6 +71,8 @@ class _Channel:
         self._pending: Dict[int, _Slot] = {}
         self._next_id = 0
         self._reading = False
+        # Threads asleep on ``_changed``: the reader wakes them only if any.
+        self._sleepers = 0
         # Set while the reader still uses a descriptor that has failed.
         self._retiring = False
         # Bumped each time a connection ends: transactions and watches
@@ -133,11 +135,15 @@ class _Channel:
 
     def _wait(self, deadline: Optional[float]) -> bool:
         """Sleep until woken or *deadline*; False if it passed."""
-        if deadline is None:
-            self._changed.wait()
-            return True
-        remaining = deadline - time.monotonic()
-        return remaining > 0 and (self._changed.wait(remaining) or time.monotonic() < deadline)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return False
+        self._sleepers += 1
+        try:
+            return self._changed.wait(remaining) or remaining is None \
+                or time.monotonic() < deadline
+        finally:
+            self._sleepers -= 1
 
     def _deadline(self) -> float:
         return time.monotonic() + self.connection.timeout
@@ -170,7 +176,8 @@ class _Channel:
             if generation is not None and generation != self.generation:
                 raise ConnectionError("the connection that carried this transaction "
                                       "was lost, and the transaction with it")
-            self._connect(self._deadline())
+            if self.connection.fd is None or self._retiring:
+                self._connect(self._deadline())
             frames, slots = [], []
             for op, payload in requests:
                 rq_id = self._next_id
@@ -286,7 +293,8 @@ class _Channel:
         finally:
             self._lock.acquire()
             self._reading = False
-            self._changed.notify_all()
+            if self._sleepers:
+                self._changed.notify_all()
         if self._retiring:
             self._retiring = False
             self._disconnect()
