@@ -12,6 +12,7 @@ own round trip, and many threads can share one client safely.
 import collections
 import copy
 import errno
+import itertools
 import os
 import random
 import select
@@ -807,10 +808,13 @@ class Client(_ChannelUser):
 class _TreeReader:
     """Fetch the value and children of nodes ahead of a depth-first walk.
 
-    Paths the walk will visit are queued in visiting order; up to
-    :data:`PIPELINE_DEPTH` requests for them are kept in flight, so the
-    walk rarely waits for a round trip.
+    ``_ahead`` holds the paths still to visit, in visiting order; the
+    first :data:`PIPELINE_DEPTH` // 2 of them are kept in flight (two
+    requests each), topped up in one write whenever half are missing, so
+    the walk rarely waits for a round trip.
     """
+
+    _WINDOW = PIPELINE_DEPTH // 2
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -821,16 +825,16 @@ class _TreeReader:
         """Queue *paths* to be visited next, in order, before any path
         queued earlier (the walk is depth-first)."""
         self._ahead.extendleft(reversed(paths))
-        self._fill()
+        self._top_up()
 
     def take(self, path: str) -> Tuple[str, List[str]]:
-        """Return the value and children of *path*."""
+        """Return the value and children of *path*, the next path to visit."""
+        if self._ahead and self._ahead[0] == path:
+            self._ahead.popleft()
         slots = self._in_flight.pop(path, None)
         if slots is None:
-            if self._ahead and self._ahead[0] == path:
-                self._ahead.popleft()
-            slots = self._requests([path])
-        self._fill()
+            slots = self._send([path])[path]
+        self._top_up()
         listing_slot, value_slot = slots
         channel = self._client._channel
         try:
@@ -841,20 +845,19 @@ class _TreeReader:
             children = self._client.ls(path)
         return to_text(channel.result(value_slot)), children
 
-    def _fill(self) -> None:
-        room = (PIPELINE_DEPTH - 2 * len(self._in_flight)) // 2
-        if room > 0 and self._ahead:
-            paths = [self._ahead.popleft() for _ in range(min(room, len(self._ahead)))]
-            slots = self._requests(paths)
-            for i, path in enumerate(paths):
-                self._in_flight[path] = slots[2 * i:2 * i + 2]
+    def _top_up(self) -> None:
+        missing = [p for p in itertools.islice(self._ahead, self._WINDOW)
+                   if p not in self._in_flight]
+        if missing and (missing[0] == self._ahead[0] or len(missing) * 2 >= self._WINDOW):
+            self._in_flight.update(self._send(missing))
 
-    def _requests(self, paths: List[str]) -> List[_Slot]:
+    def _send(self, paths: List[str]) -> Dict[str, List[_Slot]]:
         requests = []
         for path in paths:
             payload = _join(path.encode("utf-8", "surrogateescape"))
             requests += [(Op.DIRECTORY, payload), (Op.READ, payload)]
-        return self._client._submit(requests)
+        slots = self._client._submit(requests)
+        return {path: slots[2 * i:2 * i + 2] for i, path in enumerate(paths)}
 
 
 class Monitor(_ChannelUser):
