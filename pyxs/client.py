@@ -33,6 +33,15 @@ __all__ = ["Client", "Monitor"]
 
 T = TypeVar("T")
 
+#: How long a caller waiting for a reply keeps checking for it, yielding
+#: the CPU between checks, before it goes to sleep.  A reply usually comes
+#: within tens of microseconds, and sleeping and being woken costs more
+#: than that on virtual machines (measured 19,000 against 58,000 round
+#: trips per second with xenstored on another CPU); with xenstored on the
+#: same CPU the yields let it run, so nothing is lost there.  Waiting for
+#: watch events never spins.
+SPIN_SECONDS = 50e-6
+
 #: How many requests the bulk operations keep in flight at once.
 PIPELINE_DEPTH = 64
 
@@ -210,7 +219,7 @@ class _Channel:
             deadline = self._deadline()
             with self._lock:
                 if not self._serve(lambda: slot.reply is not None or slot.error is not None,
-                                   deadline):
+                                   deadline, spin=True):
                     self._fail(Timeout("no reply from %r within %gs"
                                        % (self.connection.path, self.connection.timeout)))
         if slot.error is not None:
@@ -266,28 +275,33 @@ class _Channel:
 
     # Reading, with the lock held.
 
-    def _serve(self, done: Callable[[], bool], deadline: Optional[float]) -> bool:
+    def _serve(self, done: Callable[[], bool], deadline: Optional[float],
+               spin: bool = False) -> bool:
         """Return once ``done()`` is true, reading the connection for
         everybody whenever no other thread is; False if *deadline* (a
-        :func:`time.monotonic` value, or None for never) passed first."""
+        :func:`time.monotonic` value, or None for never) passed first.
+        With *spin*, a reply is expected soon: see :data:`SPIN_SECONDS`."""
         while not done():
             if self._reading:
                 if not self._wait(deadline):
                     return done()
-            elif not self._read(deadline):
+            elif not self._read(deadline, spin):
                 return done()
         return True
 
-    def _read(self, deadline: Optional[float]) -> bool:
+    def _read(self, deadline: Optional[float], spin: bool) -> bool:
         """Be the reader once: wait for data until *deadline* and dispatch
         what came.  False if the deadline passed with nothing read."""
         connection, poll = self.connection, self._poll
         self._reading = True
         self._lock.release()
         try:
-            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            ready = poll.poll(None if timeout is None else timeout * 1000)
-            data = connection.read() if ready else b""
+            data = _spin(connection) if spin else b""
+            ready = bool(data)
+            if not ready:
+                timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                ready = bool(poll.poll(None if timeout is None else timeout * 1000))
+                data = connection.read() if ready else b""
             fault = None
         except ConnectionError as e:
             data, fault = b"", e
@@ -333,6 +347,17 @@ class _Channel:
                 return True
             slot.reply = packet
         return True
+
+
+def _spin(connection: FileDescriptorConnection) -> bytes:
+    """Check for a reply for up to :data:`SPIN_SECONDS`, yielding the CPU
+    in between; ``b""`` if none came."""
+    end = time.monotonic() + SPIN_SECONDS
+    while True:
+        data = connection.read()
+        if data or time.monotonic() > end:
+            return data
+        os.sched_yield()
 
 
 def _raise_copy(fault: ConnectionError) -> NoReturn:
