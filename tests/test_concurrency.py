@@ -14,6 +14,7 @@ import time
 import pytest
 
 import realdaemons
+from threaded import InThread
 from pyxs import Client, Event
 from pyxs.exceptions import ConnectionError, PyXSError, Timeout
 
@@ -21,33 +22,8 @@ from pyxs.exceptions import ConnectionError, PyXSError, Timeout
 HANG = 30.0
 
 
-class Worker:
-    """Run ``fn(*args)`` in a thread; :meth:`join` bounds the wait and
-    returns what it returned or re-raises what it raised."""
-
-    def __init__(self, fn, *args):
-        self.result = self.error = self.finished_at = None
-        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn, args):
-        try:
-            self.result = fn(*args)
-        except BaseException as e:
-            self.error = e
-        finally:
-            self.finished_at = time.monotonic()
-
-    def join(self, timeout=HANG):
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "hung for %gs" % timeout
-        return self.result, self.error
-
-    def value(self, timeout=HANG):
-        result, error = self.join(timeout)
-        if error is not None:
-            raise error
-        return result
+class Worker(InThread):
+    patience = HANG
 
 
 # ------------------------------------------------------- an event flood
@@ -259,13 +235,13 @@ def test_killed_daemon_fails_pending_calls_and_waits(start_daemon, kind):
         killed = time.monotonic()
         daemon.kill(signal.SIGKILL)
         for worker in calls + [waiter]:
-            result, error = worker.join()
+            result, error = worker.outcome()
             assert isinstance(error, ConnectionError), (result, error)
             assert not isinstance(error, Timeout), error
             assert "closed the connection" in str(error) or "cannot" in str(error), error
             assert worker.finished_at - killed < 5, worker.finished_at - killed
         # With the daemon gone, the next call fails at once too.
-        result, error = Worker(client.read, "/k").join(timeout=10)
+        result, error = Worker(client.read, "/k").outcome(timeout=10)
         assert isinstance(error, ConnectionError), (result, error)
     finally:
         monitor.close()
@@ -312,7 +288,7 @@ def test_paused_daemon_times_out_then_client_recovers(start_daemon, kind):
             start = time.monotonic()
             calls = [Worker(client.read, "/p") for _ in range(3)]
             for worker in calls:
-                result, error = worker.join(timeout=10)
+                result, error = worker.outcome(timeout=10)
                 assert isinstance(error, Timeout), (result, error)
                 assert isinstance(error, ConnectionError)
                 assert 0.9 <= worker.finished_at - start < 5, worker.finished_at - start
@@ -346,7 +322,7 @@ def test_connect_waits_while_the_daemon_is_slow_to_accept(start_daemon, kind):
     finally:
         daemon.resume()
     for worker in workers:
-        result, error = worker.join()
+        result, error = worker.outcome()
         assert error is None, "connecting failed: %r" % (error,)
 
 
@@ -362,7 +338,7 @@ def test_many_clients_connect_at_once(xenstore, root):
     workers = [Worker(one, n) for n in range(16)]
     failures = []
     for n, worker in enumerate(workers):
-        result, error = worker.join()
+        result, error = worker.outcome()
         if error is not None or result != str(n):
             failures.append((n, result, error))
     assert not failures, "%d of 16 clients failed, e.g. %r" % (len(failures), failures[0])

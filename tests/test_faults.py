@@ -29,6 +29,7 @@ from pyxs import Client, Event, Monitor, UnixSocketConnection
 from pyxs._internal import HEADER, Op, Packet, PacketDecoder
 from pyxs.exceptions import (ConnectionError, InvalidPath, InvalidPayload,
                              InvalidPermission, PyXSError, Timeout, UnexpectedPacket)
+from threaded import InThread
 
 #: How long a thread may take to fail once a fault happened ("promptly").
 PROMPT = 5.0
@@ -268,32 +269,8 @@ def server(tmp_path):
 
 # ------------------------------------------------------------------ helpers
 
-class Call:
-    """Run ``fn(*args)`` in a daemon thread; :meth:`outcome` joins it
-    with a timeout and returns what it returned or raised."""
-
-    def __init__(self, fn, *args):
-        self.result = self.error = None
-        self.finished_at = None
-        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn, args):
-        try:
-            self.result = fn(*args)
-        except BaseException as e:
-            self.error = e
-        finally:
-            self.finished_at = time.monotonic()
-
-    @property
-    def done(self):
-        return not self._thread.is_alive()
-
-    def outcome(self, timeout=PROMPT + SERVER_PATIENCE):
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "the call hung for %gs" % timeout
-        return self.result, self.error
+class Call(InThread):
+    patience = PROMPT + SERVER_PATIENCE
 
 
 def expect_failure(call, kind, message, since, prompt=PROMPT):

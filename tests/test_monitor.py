@@ -15,6 +15,7 @@ import pytest
 
 from pyxs import Client, Event, Monitor, UnixSocketConnection, XenBusConnection
 from pyxs.exceptions import PyXSError
+from threaded import InThread
 
 #: Seconds any expected event may take to arrive.
 SOON = 5.0
@@ -40,30 +41,8 @@ def monitor(client):
         yield m
 
 
-class Waiter:
-    """Call ``fn(*args)`` in a thread; :meth:`join` bounds the wait."""
-
-    def __init__(self, fn, *args):
-        self.result = self.error = None
-        self.cpu = None
-        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn, args):
-        start = time.thread_time()
-        try:
-            self.result = fn(*args)
-        except BaseException as e:
-            self.error = e
-        finally:
-            self.cpu = time.thread_time() - start
-
-    def join(self, timeout=SOON * 3):
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "hung for %gs" % timeout
-        if self.error is not None:
-            raise self.error
-        return self.result
+class Waiter(InThread):
+    patience = SOON * 3
 
 
 # --------------------------------------------------------------- basics
@@ -133,9 +112,9 @@ def test_old_sleep_argument_still_accepted(monitor, client, root):
     assert monitor.wait(0.1, timeout=0.2) is None
     client.write(root + "/later", "1")
     # Without a timeout, in a thread so that a missing event cannot hang.
-    assert Waiter(monitor.wait, 0.1).join() == Event(root + "/later", "s")
+    assert Waiter(monitor.wait, 0.1).value() == Event(root + "/later", "s")
     client.write(root + "/last", "2")
-    assert Waiter(lambda: monitor.wait(sleep=5)).join() == Event(root + "/last", "s")
+    assert Waiter(lambda: monitor.wait(sleep=5)).value() == Event(root + "/last", "s")
 
 
 def test_iterating_a_monitor_yields_events(monitor, client, root):
@@ -150,7 +129,7 @@ def test_iterating_a_monitor_yields_events(monitor, client, root):
             if len(got) == 4:
                 return got
 
-    got = Waiter(first_four).join()
+    got = Waiter(first_four).value()
     assert got == [Event(root, "it")] + [Event("%s/n%d" % (root, i), "it") for i in range(3)]
 
 
@@ -271,7 +250,7 @@ def test_client_wait_in_a_thread_while_the_same_client_writes(client, root):
     time.sleep(0.1)
     for i in range(5):
         client.write("%s/%d" % (root, i), i)
-    assert waiter.join() == Event(root + "/0", "shared")
+    assert waiter.value() == Event(root + "/0", "shared")
     for i in range(1, 5):
         assert client.wait(timeout=SOON) == Event("%s/%d" % (root, i), "shared")
 
@@ -353,7 +332,7 @@ def test_idle_wait_sends_nothing_and_uses_no_cpu(proxy, client, root, record_pro
 
         # A wait with a timeout and nothing to report.
         idle = Waiter(monitor.wait, None, 1.5)
-        assert idle.join() is None
+        assert idle.value() is None
         assert idle.cpu < 0.1, "an idle wait(timeout=1.5) used %.3fs of CPU" % idle.cpu
 
         # A wait without a timeout, woken after a while by a real event.
@@ -361,7 +340,7 @@ def test_idle_wait_sends_nothing_and_uses_no_cpu(proxy, client, root, record_pro
         time.sleep(1.5)
         assert proxy.up == sent, "an idle wait sent %d bytes" % (proxy.up - sent)
         client.write(root + "/wake", "up")
-        assert woken.join() == Event(root + "/wake", "idle")
+        assert woken.value() == Event(root + "/wake", "idle")
         assert woken.cpu < 0.1, "an idle wait() used %.3fs of CPU" % woken.cpu
         assert proxy.up == sent, "waiting sent %d bytes to the daemon" % (proxy.up - sent)
         record_property("idle_wait_cpu_s", max(idle.cpu, woken.cpu))
@@ -379,7 +358,7 @@ def test_idle_client_wait_sends_nothing(proxy, xenstore, root):
         assert c.wait(timeout=SOON) == Event(root, "cw")
         sent = proxy.up
         idle = Waiter(c.wait, None, 1.0)
-        assert idle.join() is None
+        assert idle.value() is None
         assert idle.cpu < 0.1, idle.cpu
         assert proxy.up == sent
 
@@ -407,7 +386,7 @@ def test_monitor_over_xenbus_device(tmp_path):
                 woken = Waiter(monitor.wait)
                 time.sleep(0.5)
                 c.write("/bus/other", "2")
-                assert woken.join() == Event("/bus/other", "xb")
+                assert woken.value() == Event("/bus/other", "xb")
                 assert woken.cpu < 0.1, woken.cpu
                 monitor.unwatch("/bus", "xb")
                 c.write("/bus/third", "3")
