@@ -4,6 +4,7 @@ daemons: what pyxs writes they read, what they write pyxs reads, and
 watches work in both directions.
 """
 
+import contextlib
 import errno
 import re
 import select
@@ -186,35 +187,38 @@ def read_line(stream, deadline):
     return stream.readline().decode("utf-8", "surrogateescape").rstrip("\n")
 
 
-def test_xenstore_watch_sees_pyxs_writes(client, xenstore, root):
-    client.mkdir(root)
+@contextlib.contextmanager
+def c_watcher(xenstore, root, count):
+    """``xenstore-watch -n count root``, running, its watch in place (the
+    registration event read); killed on the way out if still running."""
     watcher = subprocess.Popen(
-        realdaemons.c_client("xenstore-watch") + ["-n", "4", root],
-        env=realdaemons.client_env(xenstore.socket_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        realdaemons.c_client("xenstore-watch") + ["-n", str(count), root],
+        env=realdaemons.client_env(xenstore.socket_path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + TIMEOUT
         # The watch fires once when it is registered: then it is in place.
-        assert read_line(watcher.stdout, deadline) == root
-        client.write(root + "/a", "1")
-        client.write(root + "/b/c", "2")
-        client.rm(root + "/a")
-        out, err = watcher.communicate(timeout=TIMEOUT)
-        assert watcher.returncode == 0, err
-        assert out.decode().splitlines() == [root + "/a", root + "/b/c", root + "/a"]
+        assert read_line(watcher.stdout, time.monotonic() + TIMEOUT) == root
+        yield watcher
     finally:
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait()
 
 
+def test_xenstore_watch_sees_pyxs_writes(client, xenstore, root):
+    client.mkdir(root)
+    with c_watcher(xenstore, root, 4) as watcher:
+        client.write(root + "/a", "1")
+        client.write(root + "/b/c", "2")
+        client.rm(root + "/a")
+        out, err = watcher.communicate(timeout=TIMEOUT)
+        assert watcher.returncode == 0, err
+        assert out.decode().splitlines() == [root + "/a", root + "/b/c", root + "/a"]
+
+
 def test_xenstore_watch_sees_only_committed_pyxs_changes(client, xenstore, root):
     client.mkdir(root)
-    watcher = subprocess.Popen(
-        realdaemons.c_client("xenstore-watch") + ["-n", "3", root],
-        env=realdaemons.client_env(xenstore.socket_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        assert read_line(watcher.stdout, deadline) == root
+    with c_watcher(xenstore, root, 3) as watcher:
         with pytest.raises(KeyError):
             with client.transaction() as t:
                 t.write(root + "/aborted", "x")
@@ -224,10 +228,6 @@ def test_xenstore_watch_sees_only_committed_pyxs_changes(client, xenstore, root)
         client.write(root + "/last", "x")
         out, err = watcher.communicate(timeout=TIMEOUT)
         assert out.decode().splitlines() == [root + "/committed", root + "/last"]
-    finally:
-        if watcher.poll() is None:
-            watcher.kill()
-            watcher.wait()
 
 
 def test_pyxs_monitor_sees_c_client_changes(client, xenstore, root):
