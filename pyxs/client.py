@@ -381,6 +381,9 @@ def _split(payload: bytes) -> List[bytes]:
     return payload.split(b"\0")[:-1] if payload else []
 
 
+_User = TypeVar("_User", bound="_ChannelUser")
+
+
 class _ChannelUser:
     """What :class:`Client` and :class:`Monitor` share: a channel, either
     their own or borrowed from the client they were made from."""
@@ -407,6 +410,13 @@ class _ChannelUser:
         made on it.  The next call connects again."""
         if self._owns_channel:
             self._channel.close()
+
+    def __enter__(self: "_User") -> "_User":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class Client(_ChannelUser):
@@ -473,10 +483,6 @@ class Client(_ChannelUser):
         client = cls.__new__(cls)
         client._setup(channel, owns_channel=False)
         return client
-
-    def __enter__(self) -> "Client":
-        self.connect()
-        return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
@@ -906,13 +912,6 @@ class Monitor(_ChannelUser):
         monitor = cls.__new__(cls)
         monitor._attach(channel, owns_channel=False)
         return monitor
-
-    def __enter__(self) -> "Monitor":
-        self.connect()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def watch(self, wpath: Text, token: Text) -> None:
         """Watch *wpath* and everything below it.
