@@ -293,6 +293,7 @@ class _Channel:
         """Be the reader once: wait for data until *deadline* and dispatch
         what came.  False if the deadline passed with nothing read."""
         connection, poll = self.connection, self._poll
+        ready, data, fault = False, b"", None
         self._reading = True
         self._lock.release()
         try:
@@ -302,14 +303,22 @@ class _Channel:
                 timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                 ready = bool(poll.poll(None if timeout is None else timeout * 1000))
                 data = connection.read() if ready else b""
-            fault = None
         except ConnectionError as e:
-            data, fault = b"", e
+            fault = e
         finally:
-            self._lock.acquire()
+            interrupted = _relock(self._lock)
             self._reading = False
             if self._sleepers:
                 self._changed.notify_all()
+        try:
+            return self._dispatch(ready, data, fault)
+        finally:
+            if interrupted is not None:
+                raise interrupted
+
+    def _dispatch(self, ready: bool, data: bytes, fault: Optional[ConnectionError]) -> bool:
+        """File what the reader got, with the lock held; see :meth:`_read`."""
+        connection = self.connection
         if self._retiring:
             self._retiring = False
             self._disconnect()
@@ -347,6 +356,19 @@ class _Channel:
                 return True
             slot.reply = packet
         return True
+
+
+def _relock(lock: threading.Lock) -> Optional[BaseException]:
+    """Take *lock* back even if a signal handler raises meanwhile (CPython
+    lets signals interrupt a blocked acquire), and return what it raised:
+    the reader must not leave the channel, or the bytes it read, behind."""
+    raised = None
+    while True:
+        try:
+            lock.acquire()
+            return raised
+        except BaseException as e:
+            raised = e
 
 
 def _spin(connection: FileDescriptorConnection) -> bytes:

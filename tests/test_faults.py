@@ -714,3 +714,23 @@ def test_lone_call_answered_with_wrong_type_fails_cleanly(server):
         check_recovery(srv, client, connections=2)
     finally:
         client.close()
+
+
+def test_reader_takes_the_lock_back_when_a_signal_handler_raises():
+    # CPython lets a signal interrupt a blocked Lock.acquire(); the reader
+    # must still get the lock back (and file what it read) before the
+    # exception goes on, or the channel would believe a reader is active.
+    from pyxs.client import _relock
+
+    class InterruptedOnce:
+        attempts = 0
+
+        def acquire(self):
+            self.attempts += 1
+            if self.attempts == 1:
+                raise KeyboardInterrupt
+
+    lock = InterruptedOnce()
+    assert isinstance(_relock(lock), KeyboardInterrupt)
+    assert lock.attempts == 2
+    assert _relock(threading.Lock()) is None
