@@ -17,6 +17,8 @@ import pytest
 from emulator_wire import Closed, RawConnection
 from pyxs._internal import HEADER, Op, PacketDecoder
 from pyxs.testing import XenStoreServer
+from pyxs.testing._server import Loop
+from pyxs.testing._store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,6 +95,53 @@ def test_no_thread_or_descriptor_leaks():
             conn.close()
     assert _threads() == before_threads
     assert _open_fds() == before_fds
+
+
+def test_failed_start_leaves_what_is_at_the_socket_path(tmp_path):
+    path = tmp_path / "not-a-socket"
+    path.write_text("keep me")
+    before = _open_fds()
+    with pytest.raises(OSError):
+        XenStoreServer(str(path)).start()
+    assert path.read_text() == "keep me"
+    assert _open_fds() == before
+
+
+def test_failed_pty_set_up_closes_every_descriptor(tmp_path):
+    store = Store()
+    store.connect(5, socket=False)      # the pty's domain is taken
+    before = _open_fds()
+    loop = Loop(store, str(tmp_path / "sock"), True, 5)
+    with pytest.raises(ValueError):
+        loop.open()
+    assert _open_fds() == before
+    assert not os.path.exists(tmp_path / "sock")
+
+
+def test_a_dropped_peer_cannot_drop_the_client_that_reuses_its_number(tmp_path):
+    path = str(tmp_path / "sock")
+    loop = Loop(Store(), path, False, 0)
+    loop.open()
+    # Both made first, so that the server's side gets the freed number.
+    clients = [socket.socket(socket.AF_UNIX) for _ in range(2)]
+    try:
+        clients[0].connect(path)
+        loop._accept()
+        old = next(iter(loop._peers.values()))
+        loop._drop(old)
+        clients[1].connect(path)
+        loop._accept()
+        new = next(iter(loop._peers.values()))
+        if new.fd != old.fd:
+            pytest.skip("the descriptor number was not reused")
+        loop._drop(old)                 # a stale selector key, say
+        loop._update(old)
+        assert loop._peers == {new.fd: new}
+        assert loop._selector.get_key(new.fd).data is new
+    finally:
+        loop.close()
+        for client in clients:
+            client.close()
 
 
 def test_stop_is_bounded_with_clients_still_connected():

@@ -17,7 +17,7 @@ import selectors
 import socket
 import stat
 import tty
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from .._internal import HEADER, PAYLOAD_MAX
 from ._store import Connection, Store
@@ -68,8 +68,8 @@ class Loop:
         self._listener = None  # type: Optional[socket.socket]
         self._wake_r = self._wake_w = -1
         self._pty_master = self._pty_slave = -1
-        self._peers = {}  # type: Dict[int, _Peer]
-        self._by_conn = {}  # type: Dict[Connection, _Peer]
+        self._peers: Dict[int, _Peer] = {}
+        self._by_conn: Dict[Connection, _Peer] = {}
 
     # Set-up and tear-down.
 
@@ -91,8 +91,13 @@ class Loop:
         except FileNotFoundError:
             pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(self.socket_path)
+        except BaseException:
+            # Not ours to unlink: whatever is at the path stays.
+            listener.close()
+            raise
         self._listener = listener
-        listener.bind(self.socket_path)
         os.chmod(self.socket_path, 0o600)
         listener.listen(64)
         listener.setblocking(False)
@@ -105,8 +110,10 @@ class Loop:
             os.set_blocking(self._pty_master, False)
             conn = self.store.connect(self._pty_domid, socket=False)
             # The slave stays open here too, so that clients may come and
-            # go without the master seeing a hang-up.
+            # go without the master seeing a hang-up.  From here on the
+            # master is the peer's to close.
             self._add_peer(_Peer(self._pty_master, conn, None))
+            self._pty_master = -1
 
     def close(self) -> None:
         """Close every descriptor; the store forgets every connection."""
@@ -123,24 +130,25 @@ class Loop:
                 os.unlink(self.socket_path)
             except OSError:
                 pass
-        for name in ("_pty_slave", "_wake_r", "_wake_w"):
+        if self._wake_r >= 0:
+            try:
+                self._selector.unregister(self._wake_r)
+            except (KeyError, ValueError):
+                pass
+        # The pty master is still here only when open() failed before
+        # handing it to its peer.
+        for name in ("_pty_master", "_pty_slave", "_wake_r", "_wake_w"):
             fd = getattr(self, name)
             if fd >= 0:
-                if name == "_wake_r":
-                    try:
-                        self._selector.unregister(fd)
-                    except (KeyError, ValueError):
-                        pass
                 os.close(fd)
                 setattr(self, name, -1)
-        self._pty_master = -1
         self._selector.close()
 
     def wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass
+        except OSError:
+            pass  # a full pipe wakes the loop anyway
 
     # Serving.
 
@@ -157,12 +165,17 @@ class Loop:
                         pass
                 else:
                     peer = key.data
-                    if peer.fd not in self._peers:
+                    if not self._serving(peer):
                         continue  # dropped earlier in this round
                     if events & selectors.EVENT_READ:
                         self._readable(peer)
-                    if peer.fd in self._peers and events & selectors.EVENT_WRITE:
+                    if self._serving(peer) and events & selectors.EVENT_WRITE:
                         self._writable(peer)
+
+    def _serving(self, peer: _Peer) -> bool:
+        # By identity, not by descriptor number: a peer dropped earlier in
+        # a round may have its number reused by a client accepted since.
+        return self._peers.get(peer.fd) is peer
 
     def _add_peer(self, peer: _Peer) -> None:
         self._peers[peer.fd] = peer
@@ -182,8 +195,10 @@ class Loop:
             self._add_peer(_Peer(sock.fileno(), self.store.connect(), sock))
 
     def _drop(self, peer: _Peer, notify: bool = True) -> None:
-        """Stop serving *peer* and close its descriptor."""
-        self._peers.pop(peer.fd, None)
+        """Stop serving *peer* and close its descriptor (once)."""
+        if not self._serving(peer):
+            return
+        del self._peers[peer.fd]
         self._by_conn.pop(peer.conn, None)
         try:
             self._selector.unregister(peer.fd)
@@ -246,7 +261,7 @@ class Loop:
                 del buf[:]
                 self._misbehaved(peer)
                 return
-            if peer.fd not in self._peers:
+            if not self._serving(peer):
                 return
             self._check_released()
         del buf[:start]
@@ -300,7 +315,7 @@ class Loop:
         self._update(peer)
 
     def _update(self, peer: _Peer) -> None:
-        if peer.fd not in self._peers:
+        if not self._serving(peer):
             return
         events = selectors.EVENT_READ
         if peer.outbuf or peer.conn.queued:
