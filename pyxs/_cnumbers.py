@@ -3,9 +3,10 @@ numbers exactly as Xen's C code does: the :mod:`xen.lowlevel.xs`
 compatibility shim (transaction handles, permissions, watch tokens) and
 the emulator in :mod:`pyxs.testing` (request arguments)."""
 
-from typing import Tuple
+from typing import Optional, Tuple
 
-_C_SPACE = b" \t\n\v\f\r"
+#: The characters C's ``isspace`` accepts.
+C_SPACE = b" \t\n\v\f\r"
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 ULONG_MAX = (1 << 64) - 1
 LONG_MAX = (1 << 63) - 1
@@ -17,7 +18,7 @@ def _scan_number(raw: bytes, base: int) -> Tuple[bool, int, int]:
     in base 0.  Returns ``(negative, magnitude, end)``; *end* is 0 when
     no digit was found."""
     i, n = 0, len(raw)
-    while i < n and raw[i] in _C_SPACE:
+    while i < n and raw[i] in C_SPACE:
         i += 1
     negative = False
     if i < n and raw[i] in b"+-":
@@ -58,3 +59,19 @@ def signed(value: int, bits: int) -> int:
     back as a signed one."""
     value &= (1 << bits) - 1
     return value - (1 << bits) if value >> (bits - 1) else value
+
+
+_PERM_ACCESS = {b"n": 0, b"r": 1, b"w": 2, b"b": 3}
+
+
+def parse_perm(entry: bytes) -> Optional[Tuple[int, int]]:
+    """One permission entry (``b0``, ``r5``) read as libxenstore's
+    ``xs_strings_to_perms`` reads it, C xenstored included:
+    ``(domid, access)``, the domain id as ``strtol`` in base 0 gives it
+    (the caller truncates it) and the access as bits, 1 read and 2
+    write; None for an entry that is malformed."""
+    access = _PERM_ACCESS.get(entry[:1])
+    value, end = strtol(entry[1:], 0)
+    if access is None or len(entry) == 1 or end != len(entry) - 1:
+        return None
+    return value, access

@@ -50,7 +50,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
-from ._cnumbers import ULONG_MAX, signed, strtol, strtoul
+from ._cnumbers import ULONG_MAX, parse_perm, signed, strtol, strtoul
 from ._internal import PAYLOAD_MAX, Op, Packet
 from .client import Client
 from .connection import (FileDescriptorConnection, UnixSocketConnection,
@@ -297,12 +297,11 @@ def _parse_permissions(reply: bytes) -> List[Permission]:
     extension do (``Error(EINVAL)`` for a malformed entry)."""
     result = []
     for entry in reply.split(b"\0")[:reply.count(b"\0")]:
-        letter, number = entry[:1], entry[1:]
-        bits = {b"r": 1, b"w": 2, b"b": 3, b"n": 0}.get(letter)
-        value, end = strtol(number, 0)
-        if bits is None or not number or end != len(number):
+        perm = parse_perm(entry)
+        if perm is None:
             raise _error(errno.EINVAL)
-        result.append({"dom": signed(value, 32), "read": bits & 1, "write": bits & 2})
+        domid, access = perm
+        result.append({"dom": signed(domid, 32), "read": access & 1, "write": access & 2})
     return result
 
 

@@ -398,6 +398,15 @@ def test_strtoul_edges(raw):
         assert cnumbers.strtoul(raw, base) == _libc_call(_libc.strtoul, raw, base)[0]
 
 
+@pytest.mark.parametrize("entry, expected", [
+    (b"b0", (0, 3)), (b"r5", (5, 1)), (b"w0x10", (16, 2)), (b"n010", (8, 0)),
+    (b"r -1", (-1, 1)), (b"r", None), (b"", None), (b"x5", None), (b"R5", None),
+    (b"r5junk", None), (b"r0x", None)])
+def test_permission_entries_parse_as_in_libxenstore(entry, expected):
+    # Shared by the shim (GET_PERMS replies) and the emulator (SET_PERMS).
+    assert cnumbers.parse_perm(entry) == expected
+
+
 def test_wire_token_is_the_address_as_a_signed_long():
     token = object()
     assert compat._wire_token(token) == b"%d" % id(token)

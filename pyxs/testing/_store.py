@@ -29,7 +29,7 @@ import errno as _e
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .._cnumbers import signed, strtol
+from .._cnumbers import C_SPACE, parse_perm, signed, strtol
 from .._internal import PAYLOAD_MAX, Op, Packet
 
 __all__ = ["Store", "Connection", "DEFAULT_QUOTAS", "NO_GENERATION"]
@@ -69,6 +69,7 @@ P_WRITE = 0x02
 P_OWNER = 0x08
 P_IGNORE = 0x10
 _P_ALL = P_READ | P_WRITE | P_OWNER
+_PERM_LETTERS = {P_NONE: b"n", P_READ: b"r", P_WRITE: b"w", P_READ | P_WRITE: b"b"}
 
 # What a node access is for (transactions record reads and changes apart).
 _READ, _WRITE, _DELETE = 0, 1, 2
@@ -96,7 +97,6 @@ _WIRE_ERRORS = frozenset([
 _DOMID_SELF = 0x7FF0
 _VALID_CHARS = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-/_@")
-_SPACE = b" \t\n\v\f\r"
 _LOCAL_DOMAIN = b"/local/domain/"
 
 
@@ -115,7 +115,7 @@ def _local_offset(name: bytes) -> int:
     if not name.startswith(_LOCAL_DOMAIN):
         return 0
     i = len(_LOCAL_DOMAIN)
-    while i < len(name) and name[i] in _SPACE:
+    while i < len(name) and name[i] in C_SPACE:
         i += 1
     j = i
     if j < len(name) and name[j] in b"+-":
@@ -234,7 +234,7 @@ class _Watch:
 
 class _Domain:
     __slots__ = ("domid", "generation", "introduced", "nbentry", "nbwatch",
-                 "conn", "shutdown", "path")
+                 "conn", "path")
 
     def __init__(self, domid: int, generation: int) -> None:
         self.domid = domid
@@ -243,7 +243,6 @@ class _Domain:
         self.nbentry = 0
         self.nbwatch = 0
         self.conn = None  # type: Optional[Connection]
-        self.shutdown = False
         self.path = b"/local/domain/%d" % domid
 
 
@@ -652,7 +651,6 @@ class Store:
         return ret
 
     def _ask_parents(self, conn: Connection, name: bytes) -> Tuple[int, int]:
-        node = None
         while True:
             name = _get_parent(name)
             node = self._read_node(conn, name)
@@ -738,7 +736,7 @@ class Store:
         if conn.transaction is not None:
             conn.transaction.node_created = True
         node.data = data
-        written = []  # (node, table) pairs, to undo on failure
+        written = []  # to undo on failure
         item = node
         ret = 0
         while item is not None:
@@ -746,24 +744,17 @@ class Store:
                     self._domain_entry(conn) >= self.quotas["nodes"]:
                 ret = _e.ENOSPC
                 break
-            err, table = self._access_node(conn, item, _WRITE)
-            if err:
-                ret = self.errno
-            else:
-                ret = self._write_node_raw(conn, table, item, False)
-                if ret and conn.transaction is not None:
-                    conn.transaction.fail = True
+            ret = self._write_node(conn, item, False)
             if ret:
                 break
-            written.append((item, table))
+            written.append(item)
             if item.parent is not None:
                 self._entry_change(conn, item, +1)
             item = item.parent
         if not ret:
             return node
-        for done, table in written:
-            if done is item:
-                break
+        table = self._db if conn.transaction is None else conn.transaction.copies
+        for done in written:
             table.pop(done.name, None)
             if done.parent is not None:
                 self._entry_change(conn, done, -1)
@@ -1007,8 +998,7 @@ class Store:
             return self.errno
         text = []
         for domid, bits in node.perms:
-            letter = {P_WRITE: b"w", P_READ: b"r", P_READ | P_WRITE: b"b",
-                      P_NONE: b"n"}.get(bits & ~P_IGNORE)
+            letter = _PERM_LETTERS.get(bits & ~P_IGNORE)
             if letter is None:
                 self.errno = _e.EINVAL
                 return self.errno
@@ -1026,16 +1016,11 @@ class Store:
         args = _strings(payload)
         perms = []
         for entry in args[1:1 + count]:
-            bits = {0x72: P_READ, 0x77: P_WRITE, 0x62: P_READ | P_WRITE,
-                    0x6E: P_NONE}.get(entry[0] if entry else 0)
-            if bits is None:
+            perm = parse_perm(entry)  # access bits as P_READ and P_WRITE
+            if perm is None:
                 self.errno = _e.EINVAL
                 return self.errno
-            value, end = strtol(entry[1:], 0)
-            if len(entry) == 1 or end != len(entry) - 1:
-                self.errno = _e.EINVAL
-                return self.errno
-            perms.append([_u32(value), bits])
+            perms.append([_u32(perm[0]), perm[1]])
         for domid, _ in perms:
             self._find_or_alloc_domain(domid)
         name = args[0]
@@ -1290,10 +1275,11 @@ class Store:
         del self._domains[domain.domid]
 
     def _do_resume(self, conn: Connection, payload: bytes) -> int:
-        err, domain = self._onearg_domain(payload)
+        # The daemon clears the domain's shutdown flag, which only a
+        # hypervisor sets: here there is nothing to clear.
+        err, _ = self._onearg_domain(payload)
         if err:
             return err
-        domain.shutdown = False
         self._ack(conn, Op.RESUME)
         return 0
 
@@ -1345,7 +1331,7 @@ class Store:
     ]
 
     def _do_control(self, conn: Connection, payload: bytes) -> int:
-        if not payload or b"\0" not in payload:
+        if b"\0" not in payload:
             return _e.EINVAL
         args = _strings(payload)
         command = args[0].decode("latin-1")
@@ -1468,6 +1454,6 @@ class Store:
         result = {}
         for name, node in sorted(self._db.items()):
             result[name.decode("latin-1")] = (node.data, [
-                "%s%d" % ({P_WRITE: "w", P_READ: "r", P_READ | P_WRITE: "b"}.get(
-                    bits & ~P_IGNORE, "n"), signed(domid, 32)) for domid, bits in node.perms])
+                "%s%d" % (_PERM_LETTERS.get(bits & ~P_IGNORE, b"n").decode(),
+                          signed(domid, 32)) for domid, bits in node.perms])
         return result
