@@ -58,13 +58,13 @@ perf_counter, process_time = time.perf_counter, time.process_time
 # Shared by every process: a pipelined raw writer, and the watch harness
 # --------------------------------------------------------------------------
 
-def pipelined_writes(sock_path, items, depth=64):
-    """WRITE each ``(path, value)`` (bytes) on a new connection, keeping up
-    to *depth* requests in flight; standard library only, so that the
+def pipelined_writes(sock_path, items):
+    """WRITE each ``(path, value)`` (bytes) on a new connection, keeping
+    several requests in flight; standard library only, so that the
     writer is the same whichever client receives the events."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(sock_path)
-        _write_on(sock, items, depth)
+        _write_on(sock, items)
 
 
 def _write_on(sock, items, depth=64):
@@ -89,7 +89,8 @@ def _write_on(sock, items, depth=64):
             if len(buf) < _HEADER.size + size:
                 break
             if op == XS_ERROR:
-                raise RuntimeError("WRITE failed: %r" % bytes(buf[16:16 + size]))
+                raise RuntimeError("WRITE failed: %r"
+                                   % bytes(buf[_HEADER.size:_HEADER.size + size]))
             del buf[:_HEADER.size + size]
             done += 1
 
@@ -270,9 +271,6 @@ class Results:
 
     def add(self, key, value):
         self.samples.setdefault(key, []).append(value)
-
-    def has(self, key):
-        return bool(self.samples.get(key))
 
     def best(self, key, higher_better):
         values = self.samples.get(key)
@@ -549,7 +547,7 @@ def run(args, log):
     import tempfile
 
     try:
-        xs_module = realdaemons.load_lowlevel_xs()
+        realdaemons.load_lowlevel_xs()  # only to know it loads
         version = realdaemons.xen_version()
         realdaemons.c_client("xenstore-ls")
     except realdaemons.Unavailable as exc:
@@ -637,7 +635,6 @@ def run(args, log):
                                    for key, values in results.samples.items()]},
                       f, indent=1)
         log("per-round samples written to %s" % args.json)
-    del xs_module
     return 0
 
 
