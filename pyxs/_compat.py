@@ -51,7 +51,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from ._cnumbers import ULONG_MAX, parse_perm, signed, strtol, strtoul
-from ._internal import PAYLOAD_MAX, Op, Packet
+from ._internal import PAYLOAD_MAX, WIRE_ERRORS, Op, Packet
 from .client import Client
 from .connection import (FileDescriptorConnection, UnixSocketConnection,
                          XenBusConnection, default_socket_path, default_xenbus_path)
@@ -82,20 +82,11 @@ def _error(code: int) -> Error:
     return Error(code, os.strerror(code))
 
 
-# libxenstore's table of the error names XenStore sends (xs_wire.h).  A
-# name not in it means EINVAL to libxenstore, and so it does here; this
-# is why oxenstored's "EQUOTA" is EINVAL here but ENOSPC in pyxs.Client.
-_XSD_ERRORS = {
-    name.encode("ascii"): getattr(errno, name)
-    for name in ("EINVAL", "EACCES", "EEXIST", "EISDIR", "ENOENT", "ENOMEM",
-                 "ENOSPC", "EIO", "ENOTEMPTY", "ENOSYS", "EROFS", "EBUSY",
-                 "EAGAIN", "EISCONN", "E2BIG", "EPERM")
-}
-
-
 def _errno_of_reply(payload: bytes) -> int:
-    """The error number libxenstore gives for an ERROR reply."""
-    return _XSD_ERRORS.get(payload.split(b"\0", 1)[0], errno.EINVAL)
+    """The error number libxenstore gives for an ERROR reply: EINVAL for a
+    name the protocol does not define (oxenstored's ``EQUOTA``, say),
+    where :class:`pyxs.Client` reads ``EQUOTA`` as ``ENOSPC``."""
+    return WIRE_ERRORS.get(payload.split(b"\0", 1)[0], errno.EINVAL)
 
 
 def _errno_of_failure(failure: ConnectionError) -> int:

@@ -9,12 +9,13 @@ stream arrives in.
 """
 
 import enum
+import errno
 import struct
 from typing import List, NamedTuple, Optional, Union
 
 from .exceptions import InvalidOperation, InvalidPayload, UnexpectedPacket
 
-__all__ = ["Op", "Packet", "Event", "PacketDecoder", "HEADER", "PAYLOAD_MAX"]
+__all__ = ["Op", "Packet", "Event", "PacketDecoder", "HEADER", "PAYLOAD_MAX", "WIRE_ERRORS"]
 
 #: The message header: operation, request id, transaction id, length.
 HEADER = struct.Struct("=IIII")
@@ -53,6 +54,16 @@ class Op(enum.IntEnum):
 
 
 _OPS = {op.value: op for op in Op}
+
+#: The error names XenStore's wire protocol defines (``xs_wire.h``), with
+#: their numbers.  C xenstored sends any other error as ``EINVAL``, and
+#: libxenstore reads any other name as ``EINVAL``.
+WIRE_ERRORS = {
+    name.encode("ascii"): getattr(errno, name)
+    for name in ("EINVAL", "EACCES", "EEXIST", "EISDIR", "ENOENT", "ENOMEM",
+                 "ENOSPC", "EIO", "ENOTEMPTY", "ENOSYS", "EROFS", "EBUSY",
+                 "EAGAIN", "EISCONN", "E2BIG", "EPERM")
+}
 
 
 class Packet(NamedTuple("_Packet", [("op", Op), ("rq_id", int), ("tx_id", int),

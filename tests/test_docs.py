@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import pyxs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,10 +52,6 @@ def test_quickstart_with_a_real_xenstored(real_daemon):
 
 
 def test_quickstart_without_xenstored(tmp_path):
-    try:
-        from pyxs.testing import XenStoreServer  # noqa: F401
-    except ImportError as e:
-        pytest.skip("pyxs.testing.XenStoreServer is not available yet: %s" % e)
     first, rest = run_quickstart(tmp_path / "no-xenstored-here")
     assert first.startswith("No xenstored to talk to (cannot connect to ")
     started, _, steps = rest.partition("\n")

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .._cnumbers import C_SPACE, parse_perm, signed, strtol
-from .._internal import PAYLOAD_MAX, Op, Packet
+from .._internal import PAYLOAD_MAX, WIRE_ERRORS, Op, Packet
 
 __all__ = ["Store", "Connection", "DEFAULT_QUOTAS", "NO_GENERATION"]
 
@@ -86,14 +86,7 @@ _WALK_RM_CHILDENTRY = 2
 _RECORD_HEADER = 24
 _RECORD_PERM = 8
 
-# The error names the daemon can put on the wire; anything else becomes
-# EINVAL, as in xenstored's send_error().
-_WIRE_ERRORS = frozenset([
-    _e.EINVAL, _e.EACCES, _e.EEXIST, _e.EISDIR, _e.ENOENT, _e.ENOMEM, _e.ENOSPC,
-    _e.EIO, _e.ENOTEMPTY, _e.ENOSYS, _e.EROFS, _e.EBUSY, _e.EAGAIN, _e.EISCONN,
-    _e.E2BIG, _e.EPERM,
-])
-
+_WIRE_ERRNOS = frozenset(WIRE_ERRORS.values())
 _DOMID_SELF = 0x7FF0
 _VALID_CHARS = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-/_@")
@@ -485,7 +478,8 @@ class Store:
         self._reply(conn, op, b"OK\0")
 
     def _send_error(self, conn: Connection, err: int) -> None:
-        if err not in _WIRE_ERRORS:
+        # Only the protocol's names go on the wire, as in send_error().
+        if err not in _WIRE_ERRNOS:
             err = _e.EINVAL
         self._reply(conn, Op.ERROR, _e.errorcode[err].encode() + b"\0")
 
