@@ -114,18 +114,9 @@ class FileDescriptorConnection:
         :raises pyxs.exceptions.ConnectionError: when the write fails.
         """
         fd = self.fileno()
-        try:
-            written = os.write(fd, data)
-        except BlockingIOError:
-            written = 0
-        except OSError as e:
-            raise self._failure("cannot write to", e) from e
-        if written == len(data):
-            return  # The usual case: all of it at once.
-        view = memoryview(data)[written:]
-        while view:
+        while data:
             try:
-                view = view[os.write(fd, view):]
+                data = data[os.write(fd, data):]
             except BlockingIOError:
                 # Polled only now: a XenBus device never reports POLLOUT.
                 poll = select.poll()
