@@ -27,7 +27,7 @@ from .connection import (FileDescriptorConnection, UnixSocketConnection,
 from .exceptions import (ConnectionError, InvalidPayload, PyXSError, Timeout,
                          UnexpectedPacket)
 from .helpers import (Text, encode_number, encode_path, encode_perms, encode_token,
-                      encode_value, encode_watch_path, error, to_text)
+                      encode_value, encode_watch_path, error, to_bytes, to_text)
 
 __all__ = ["Client", "Monitor"]
 
@@ -907,7 +907,7 @@ class _TreeReader:
     def _send(self, paths: List[str]) -> Dict[str, List[_Slot]]:
         requests = []
         for path in paths:
-            payload = _join(path.encode("utf-8", "surrogateescape"))
+            payload = _join(to_bytes(path, "path"))
             requests += [(Op.DIRECTORY, payload), (Op.READ, payload)]
         slots = self._client._submit(requests)
         return {path: slots[2 * i:2 * i + 2] for i, path in enumerate(paths)}

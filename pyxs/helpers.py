@@ -31,7 +31,7 @@ _PATH_CHARS = re.compile(rb"[A-Za-z0-9\-/_@]+")
 _PERMISSION = re.compile(rb"[wrbn][0-9]+")
 
 
-def error(code: Union[int, str]) -> PyXSError:
+def error(code: Union[int, str, bytes]) -> PyXSError:
     """Build the :exc:`~pyxs.exceptions.PyXSError` for an error number or
     for an error name as XenStore sends it.
 
@@ -108,11 +108,9 @@ def encode_value(value: object) -> bytes:
     """Turn a value to write into bytes: bytes-like objects pass as they
     are, str is UTF-8 (lone surrogates back to the bytes they stand for),
     and anything else is written as its ``str()``."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if not isinstance(value, str):
+    if not isinstance(value, (str, bytes, bytearray, memoryview)):
         value = str(value)
-    return value.encode("utf-8", "surrogateescape")
+    return to_bytes(value, "value")
 
 
 def encode_perms(perms: Iterable[Text]) -> List[bytes]:
