@@ -15,7 +15,8 @@ from typing import List, NamedTuple, Optional, Union
 
 from .exceptions import InvalidOperation, InvalidPayload, UnexpectedPacket
 
-__all__ = ["Op", "Packet", "Event", "PacketDecoder", "HEADER", "PAYLOAD_MAX", "WIRE_ERRORS"]
+__all__ = ["Op", "Packet", "Event", "PacketDecoder", "HEADER", "PAYLOAD_MAX", "WIRE_ERRORS",
+           "join_strings", "split_strings"]
 
 #: The message header: operation, request id, transaction id, length.
 HEADER = struct.Struct("=IIII")
@@ -64,6 +65,25 @@ WIRE_ERRORS = {
                  "ENOSPC", "EIO", "ENOTEMPTY", "ENOSYS", "EROFS", "EBUSY",
                  "EAGAIN", "EISCONN", "E2BIG", "EPERM")
 }
+
+
+def join_strings(*parts: bytes) -> bytes:
+    """A payload of NUL-terminated strings, as most requests carry.
+
+    >>> join_strings(b"/vm", b"token")
+    b'/vm\\x00token\\x00'
+    """
+    return b"\0".join(parts) + b"\0"
+
+
+def split_strings(payload: bytes) -> List[bytes]:
+    """The NUL-terminated strings of a payload; bytes after the last NUL
+    are ignored.
+
+    >>> split_strings(b"a\\x00b\\x00")
+    [b'a', b'b']
+    """
+    return payload.split(b"\0")[:-1] if payload else []
 
 
 class Packet(NamedTuple("_Packet", [("op", Op), ("rq_id", int), ("tx_id", int),

@@ -1,12 +1,10 @@
 """The XenStore client: :class:`Client` for requests, :class:`Monitor` for
 watches.
 
-Every :class:`Client` and :class:`Monitor` talks through a
-:class:`_Channel`, the one place that numbers requests, matches replies
-to them and routes watch events.  A channel needs no thread of its own:
-whichever caller is waiting reads the connection for everybody (a
-"leader/follower" scheme), so a lone caller pays for nothing but its
-own round trip, and many threads can share one client safely.
+Every :class:`Client` and :class:`Monitor` talks through a channel
+(:mod:`pyxs._channel`), the one place that numbers requests, matches
+replies to them and routes watch events.  This module turns the
+operations into requests and the replies into Python values.
 """
 
 import collections
@@ -15,32 +13,23 @@ import errno
 import itertools
 import os
 import random
-import select
 import threading
 import time
-from typing import (Callable, Deque, Dict, Iterable, Iterator, List, NoReturn, Optional,
-                    Sequence, Set, Tuple, TypeVar)
+import weakref
+from typing import (Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence,
+                    Tuple, TypeVar, Union)
 
-from ._internal import HEADER, PAYLOAD_MAX, Event, Op, Packet, PacketDecoder
+from ._channel import Channel, Slot, forget_parent_after_fork
+from ._internal import Event, Op, join_strings, split_strings
 from .connection import (FileDescriptorConnection, UnixSocketConnection,
                          XenBusConnection, default_socket_path, default_xenbus_path)
-from .exceptions import (ConnectionError, InvalidPayload, PyXSError, Timeout,
-                         UnexpectedPacket)
+from .exceptions import InvalidPayload, PyXSError, UnexpectedPacket
 from .helpers import (Text, encode_number, encode_path, encode_perms, encode_token,
                       encode_value, encode_watch_path, error, to_bytes, to_text)
 
 __all__ = ["Client", "Monitor"]
 
 T = TypeVar("T")
-
-#: How long a caller waiting for a reply keeps checking for it, yielding
-#: the CPU between checks, before it goes to sleep.  A reply usually comes
-#: within tens of microseconds, and sleeping and being woken costs more
-#: than that on virtual machines (measured 19,000 against 58,000 round
-#: trips per second with xenstored on another CPU); with xenstored on the
-#: same CPU the yields let it run, so nothing is lost there.  Waiting for
-#: watch events never spins.
-SPIN_SECONDS = 50e-6
 
 #: How many requests the bulk operations keep in flight at once.
 PIPELINE_DEPTH = 64
@@ -51,356 +40,10 @@ DEFAULT_TRANSACTION_ATTEMPTS = 16
 _OK = b"OK\0"
 
 
-class _Slot:
-    """Where the reply to one request lands."""
-
-    __slots__ = ("op", "generation", "reply", "error")
-
-    def __init__(self, op: Op, generation: int) -> None:
-        self.op = op
-        self.generation = generation
-        self.reply: Optional[Packet] = None
-        self.error: Optional[ConnectionError] = None
-
-
-class _Channel:
-    """One connection to XenStore and everything in flight on it.
-
-    All state is guarded by ``_lock``.  At most one thread at a time reads
-    the connection (``_reading``); it files each reply in the slot of its
-    request and each watch event in ``events``, then wakes the others.
-    Any fault fails every pending request and every waiter at once, and
-    closes the connection; the next request opens a new one.
-    """
-
-    def __init__(self, connection: FileDescriptorConnection) -> None:
-        self.connection = connection
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._decoder = PacketDecoder()
-        self._pending: Dict[int, _Slot] = {}
-        self._next_id = 0
-        self._reading = False
-        # Threads asleep on ``_changed``: the reader wakes them only if any.
-        self._sleepers = 0
-        # Set while the reader still uses a descriptor that has failed.
-        self._retiring = False
-        # Bumped each time a connection ends: transactions and watches
-        # made on an older generation are gone.
-        self.generation = 0
-        # Why the last connection ended; ``_broken`` until a new one is made.
-        self._fault = ConnectionError("not connected")
-        self._broken = False
-        self.events: Deque[Packet] = collections.deque()
-        self.watches: Set[Tuple[bytes, bytes]] = set()
-        # A pipe that wakes the reader when the connection must close.
-        self._wake_r, self._wake_w = os.pipe()
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
-            os.set_inheritable(fd, False)
-        self._poll: Optional[select.poll] = None
-
-    def __del__(self) -> None:
-        self.connection.disconnect()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-
-    # Connecting and failing, with the lock held.
-
-    def _connect(self, deadline: float) -> None:
-        while self._retiring:
-            if not self._wait(deadline):
-                raise Timeout("timed out waiting for the reader of %r to let go"
-                              % self.connection.path)
-        if not self.connection.is_connected:
-            self.connection.connect()
-            self._poll = select.poll()
-            self._poll.register(self.connection.fileno(), select.POLLIN)
-            self._poll.register(self._wake_r, select.POLLIN)
-            self._decoder = PacketDecoder()
-            self._broken = False
-
-    def _fail(self, fault: ConnectionError) -> None:
-        """End the connection: every pending request and every waiter
-        gets *fault*."""
-        if not self.connection.is_connected or self._retiring:
-            return
-        self.generation += 1
-        self._fault, self._broken = fault, True
-        for slot in self._pending.values():
-            slot.error = fault
-        self._pending.clear()
-        self.watches.clear()
-        if self._reading:
-            # The reader may be polling the descriptor: let it close it.
-            self._retiring = True
-            os.write(self._wake_w, b"x")
-        else:
-            self._disconnect()
-        self._changed.notify_all()
-
-    def _disconnect(self) -> None:
-        self.connection.disconnect()
-        self._poll = None
-
-    def _wait(self, deadline: Optional[float]) -> bool:
-        """Sleep until woken or *deadline*; False if it passed."""
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            return False
-        self._sleepers += 1
-        try:
-            return self._changed.wait(remaining) or remaining is None \
-                or time.monotonic() < deadline
-        finally:
-            self._sleepers -= 1
-
-    def _deadline(self) -> float:
-        return time.monotonic() + self.connection.timeout
-
-    # Public entry points.
-
-    def connect(self) -> None:
-        with self._lock:
-            self._connect(self._deadline())
-
-    def close(self) -> None:
-        with self._lock:
-            self._fail(ConnectionError("the connection to %r was closed"
-                                       % self.connection.path))
-
-    def submit(self, requests: Sequence[Tuple[Op, bytes]], tx_id: int = 0,
-               generation: Optional[int] = None) -> List[_Slot]:
-        """Send requests, in one write, and return the slots their replies
-        will land in.
-
-        :param generation: if given, the requests belong to a transaction
-            made on that connection generation, and must not be sent on a
-            later connection.
-        """
-        for _, payload in requests:
-            if len(payload) > PAYLOAD_MAX:
-                raise InvalidPayload("a request of %d bytes is over XenStore's limit of %d"
-                                     % (len(payload), PAYLOAD_MAX))
-        with self._lock:
-            if generation is not None and generation != self.generation:
-                raise ConnectionError("the connection that carried this transaction "
-                                      "was lost, and the transaction with it")
-            if self.connection.fd is None or self._retiring:
-                self._connect(self._deadline())
-            frames, slots = [], []
-            for op, payload in requests:
-                rq_id = self._next_id
-                self._next_id = (rq_id + 1) & 0xFFFFFFFF
-                slots.append(_Slot(op, self.generation))
-                self._pending[rq_id] = slots[-1]
-                frames.append(HEADER.pack(op, rq_id, tx_id, len(payload)))
-                frames.append(payload)
-            try:
-                self.connection.send(b"".join(frames), self.connection.timeout)
-            except ConnectionError as e:
-                self._fail(e)
-                raise
-            except BaseException:
-                # Interrupted part-way, the stream is no longer framed.
-                self._fail(ConnectionError("a write to %r was interrupted"
-                                           % self.connection.path))
-                raise
-            return slots
-
-    def result(self, slot: _Slot) -> bytes:
-        """Wait for the reply in *slot* and return its payload.
-
-        :raises pyxs.exceptions.PyXSError: for an error reply.
-        :raises pyxs.exceptions.ConnectionError: when the connection
-            failed or the call timed out.
-        """
-        if slot.reply is None and slot.error is None:
-            deadline = self._deadline()
-            with self._lock:
-                if not self._serve(lambda: slot.reply is not None or slot.error is not None,
-                                   deadline, spin=True):
-                    self._fail(Timeout("no reply from %r within %gs"
-                                       % (self.connection.path, self.connection.timeout)))
-        if slot.error is not None:
-            _raise_copy(slot.error)
-        reply = slot.reply
-        if reply.op is Op.ERROR:
-            raise error(reply.payload.rstrip(b"\0"))
-        return reply.payload
-
-    def call(self, op: Op, payload: bytes, tx_id: int = 0,
-             generation: Optional[int] = None) -> bytes:
-        return self.result(self.submit([(op, payload)], tx_id, generation)[0])
-
-    def next_event(self, timeout: Optional[float]) -> Optional[Packet]:
-        """Take the next watch event, waiting up to *timeout* seconds
-        (forever when ``None``); None if none came in time."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            if not self.events:
-                # Events queued before a fault are still handed out first.
-                if self._broken:
-                    _raise_copy(self._fault)
-                self._connect(self._deadline())
-                generation = self.generation
-                self._serve(lambda: bool(self.events) or self.generation != generation,
-                            deadline)
-                if not self.events:
-                    if self.generation != generation:
-                        _raise_copy(self._fault)
-                    return None
-            return self.events.popleft()
-
-    def add_watch(self, watch: Tuple[bytes, bytes]) -> None:
-        with self._lock:
-            self.watches.add(watch)
-
-    def remove_watch(self, watch: Tuple[bytes, bytes]) -> None:
-        """Forget a watch that XenStore has removed, and drop its queued
-        events, unless another watch with the same token sees them too
-        (as libxenstore's unwatch filter does)."""
-        wpath, token = watch
-        with self._lock:
-            self.watches.discard(watch)
-            rivals = [p for p, t in self.watches if t == token]
-
-            def keep(event: Packet) -> bool:
-                path, event_token = _split(event.payload)[:2]
-                return (event_token != token or not _covers(wpath, path)
-                        or any(_covers(p, path) for p in rivals))
-            kept = [event for event in self.events if keep(event)]
-            self.events.clear()
-            self.events.extend(kept)
-
-    # Reading, with the lock held.
-
-    def _serve(self, done: Callable[[], bool], deadline: Optional[float],
-               spin: bool = False) -> bool:
-        """Return once ``done()`` is true, reading the connection for
-        everybody whenever no other thread is; False if *deadline* (a
-        :func:`time.monotonic` value, or None for never) passed first.
-        With *spin*, a reply is expected soon: see :data:`SPIN_SECONDS`."""
-        while not done():
-            if self._reading:
-                if not self._wait(deadline):
-                    return done()
-            elif not self._read(deadline, spin):
-                return done()
-        return True
-
-    def _read(self, deadline: Optional[float], spin: bool) -> bool:
-        """Be the reader once: wait for data until *deadline* and dispatch
-        what came.  False if the deadline passed with nothing read."""
-        connection, poll = self.connection, self._poll
-        ready, data, fault = False, b"", None
-        self._reading = True
-        self._lock.release()
-        try:
-            data = _spin(connection) if spin else b""
-            ready = bool(data)
-            if not ready:
-                timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                ready = bool(poll.poll(None if timeout is None else timeout * 1000))
-                data = connection.read() if ready else b""
-        except ConnectionError as e:
-            fault = e
-        finally:
-            interrupted = _relock(self._lock)
-            self._reading = False
-            if self._sleepers:
-                self._changed.notify_all()
-        try:
-            return self._dispatch(ready, data, fault)
-        finally:
-            if interrupted is not None:
-                raise interrupted
-
-    def _dispatch(self, ready: bool, data: bytes, fault: Optional[ConnectionError]) -> bool:
-        """File what the reader got, with the lock held; see :meth:`_read`."""
-        connection = self.connection
-        if self._retiring:
-            self._retiring = False
-            self._disconnect()
-            try:
-                os.read(self._wake_r, 64)  # The one byte _fail wrote.
-            except BlockingIOError:
-                pass
-            return True
-        if fault is not None:
-            self._fail(fault)
-            return True
-        if not ready:
-            return False
-        try:
-            packets = self._decoder.feed(data)
-        except UnexpectedPacket as e:
-            self._fail(e)
-            return True
-        for packet in packets:
-            if packet.op is Op.WATCH_EVENT:
-                if packet.payload.count(b"\0") < 2:
-                    self._fail(UnexpectedPacket("%r sent a malformed watch event %r"
-                                                % (connection.path, packet.payload)))
-                    return True
-                self.events.append(packet)
-                continue
-            slot = self._pending.pop(packet.rq_id, None)
-            if slot is None or (packet.op is not slot.op and packet.op is not Op.ERROR):
-                fault = UnexpectedPacket("%r sent %s for request %d, %s" % (
-                    connection.path, packet.op.name, packet.rq_id,
-                    "which was never made" if slot is None else "which was %s" % slot.op.name))
-                if slot is not None:
-                    slot.error = fault
-                self._fail(fault)
-                return True
-            slot.reply = packet
-        return True
-
-
-def _relock(lock: threading.Lock) -> Optional[BaseException]:
-    """Take *lock* back even if a signal handler raises meanwhile (CPython
-    lets signals interrupt a blocked acquire), and return what it raised:
-    the reader must not leave the channel, or the bytes it read, behind."""
-    raised = None
-    while True:
-        try:
-            lock.acquire()
-            return raised
-        except BaseException as e:
-            raised = e
-
-
-def _spin(connection: FileDescriptorConnection) -> bytes:
-    """Check for a reply for up to :data:`SPIN_SECONDS`, yielding the CPU
-    in between; ``b""`` if none came."""
-    end = time.monotonic() + SPIN_SECONDS
-    while True:
-        data = connection.read()
-        if data or time.monotonic() > end:
-            return data
-        os.sched_yield()
-
-
-def _raise_copy(fault: ConnectionError) -> NoReturn:
-    """Raise a fresh copy of a fault that many callers share, so that each
-    gets a traceback of its own; the cause (an OSError, say) is kept."""
-    raise type(fault)(*fault.args) from fault.__cause__
-
-
-def _join(*parts: bytes) -> bytes:
-    """A payload of NUL-terminated strings."""
-    return b"\0".join(parts) + b"\0"
-
-
 def _expect_ok(op: Op, reply: bytes) -> None:
+    # The stream is still well framed: only this call fails.
     if reply != _OK:
         raise UnexpectedPacket("XenStore answered %s with %r instead of OK" % (op.name, reply))
-
-
-def _split(payload: bytes) -> List[bytes]:
-    """The NUL-terminated strings of a payload."""
-    return payload.split(b"\0")[:-1] if payload else []
 
 
 _User = TypeVar("_User", bound="_ChannelUser")
@@ -410,12 +53,26 @@ class _ChannelUser:
     """What :class:`Client` and :class:`Monitor` share: a channel, either
     their own or borrowed from the client they were made from."""
 
-    _channel: _Channel
-    _owns_channel: bool
+    _channel: Channel
+    # The object whose channel this one borrows (kept alive by it); None
+    # when the channel is this object's own.
+    _owner: Optional["_ChannelUser"]
 
-    def _attach(self, channel: _Channel, owns_channel: bool) -> None:
+    def _bind(self, channel: Channel, owner: Optional["_ChannelUser"]) -> None:
         self._channel = channel
-        self._owns_channel = owns_channel
+        self._owner = owner
+        if owner is None:
+            # A channel with watches is kept alive by its drainer thread:
+            # close it once its owner and every borrower are forgotten, so
+            # that the thread and the connection go too.
+            weakref.finalize(self, channel.close)
+
+    @classmethod
+    def _borrowing(cls: "type[_User]", lender: "_ChannelUser") -> "_User":
+        """An object of this class that works through *lender*'s channel."""
+        borrower = cls.__new__(cls)
+        borrower._bind(lender._channel, lender._owner or lender)
+        return borrower
 
     @property
     def connection(self) -> FileDescriptorConnection:
@@ -429,8 +86,9 @@ class _ChannelUser:
     def close(self) -> None:
         """Close the connection, unless it is borrowed from another client.
         XenStore then aborts a transaction left open and ends every watch
-        made on it.  The next call connects again."""
-        if self._owns_channel:
+        made on it, and pyxs forgets the watches.  The next call connects
+        again."""
+        if self._owner is None:
             self._channel.close()
 
     def __enter__(self: "_User") -> "_User":
@@ -472,13 +130,17 @@ class Client(_ChannelUser):
     :param connection: a ready-made, not yet connected connection object.
     :param transaction: if true, start a transaction at once; the client
         then works inside it (see :meth:`transaction_start`).
+    :param max_queued_events: how many events of this client's own
+        watches (:meth:`watch`) may wait to be taken; None, the default,
+        for no limit.  See :class:`Monitor`.
     """
 
     def __init__(self, unix_socket_path: Optional[str] = None,
                  socket_timeout: Optional[float] = None,
                  xen_bus_path: Optional[str] = None,
                  connection: Optional[FileDescriptorConnection] = None,
-                 transaction: Optional[bool] = None) -> None:
+                 transaction: Optional[bool] = None, *,
+                 max_queued_events: Optional[int] = None) -> None:
         if connection is None:
             if unix_socket_path is None and xen_bus_path is None:
                 if (not os.path.exists(default_socket_path())
@@ -488,23 +150,24 @@ class Client(_ChannelUser):
                 connection = XenBusConnection(xen_bus_path, socket_timeout)
             else:
                 connection = UnixSocketConnection(unix_socket_path, socket_timeout)
-        self._setup(_Channel(connection), owns_channel=True)
+        self._bind(Channel(connection, max_queued_events), None)
         if transaction:
             self.transaction_start()
 
-    def _setup(self, channel: _Channel, owns_channel: bool) -> None:
-        self._attach(channel, owns_channel)
+    def _bind(self, channel: Channel, owner: Optional[_ChannelUser]) -> None:
+        super()._bind(channel, owner)
         self._tx_lock = threading.Lock()
         #: The transaction this client works in; 0 when none.
         self.tx_id = 0
         self._tx_generation = 0
         self._monitor: Optional[Monitor] = None
+        forget_parent_after_fork(self)
 
-    @classmethod
-    def _sharing(cls, channel: _Channel) -> "Client":
-        client = cls.__new__(cls)
-        client._setup(channel, owns_channel=False)
-        return client
+    def _forget_parent(self) -> None:
+        # In a child after fork(): the lock may have been held by a thread
+        # that the child does not have.  (The channel forgets the parent's
+        # connection, and so the transaction, by itself.)
+        self._tx_lock = threading.Lock()
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
@@ -521,7 +184,7 @@ class Client(_ChannelUser):
 
     # Requests.
 
-    def _submit(self, requests: Sequence[Tuple[Op, bytes]]) -> List[_Slot]:
+    def _submit(self, requests: Sequence[Tuple[Op, bytes]]) -> List[Slot]:
         tx_id = self.tx_id
         return self._channel.submit(requests, tx_id, self._tx_generation if tx_id else None)
 
@@ -539,7 +202,7 @@ class Client(_ChannelUser):
         :raises pyxs.exceptions.PyXSError: ``ENOENT`` when there is no
             such node, ``EACCES`` when it may not be read.
         """
-        return self._call(Op.READ, _join(encode_path(path)))
+        return self._call(Op.READ, join_strings(encode_path(path)))
 
     def read(self, path: Text) -> str:
         """Return the value of *path* as text (see the class notes on how
@@ -561,7 +224,7 @@ class Client(_ChannelUser):
     def mkdir(self, path: Text) -> None:
         """Make sure *path* exists, creating it and any missing parents
         with empty values; existing nodes keep their values."""
-        self._ack(Op.MKDIR, _join(encode_path(path)))
+        self._ack(Op.MKDIR, join_strings(encode_path(path)))
 
     def rm(self, path: Text) -> None:
         """Remove *path* and everything below it.  A missing node is not
@@ -570,7 +233,7 @@ class Client(_ChannelUser):
         :raises pyxs.exceptions.PyXSError: ``ENOENT`` when the parent is
             missing too.
         """
-        self._ack(Op.RM, _join(encode_path(path)))
+        self._ack(Op.RM, join_strings(encode_path(path)))
 
     def ls(self, path: Text) -> List[str]:
         """Return the names of the children of *path*.  The order is the
@@ -584,7 +247,8 @@ class Client(_ChannelUser):
         """
         raw = encode_path(path)
         try:
-            return [to_text(name) for name in _split(self._call(Op.DIRECTORY, _join(raw)))]
+            listing = self._call(Op.DIRECTORY, join_strings(raw))
+            return [to_text(name) for name in split_strings(listing)]
         except PyXSError as e:
             if e.errno != errno.E2BIG:
                 raise
@@ -592,12 +256,14 @@ class Client(_ChannelUser):
 
     def _list_in_parts(self, raw_path: bytes) -> List[bytes]:
         # Each part starts with the directory's generation count; a change
-        # of it means the directory changed under us: start again.
-        while True:
+        # of it means the directory changed under us: start again, for as
+        # long as a call may take.
+        deadline = time.monotonic() + self.connection.timeout
+        while time.monotonic() < deadline:
             names: List[bytes] = []
             offset, generation = 0, None
             while True:
-                part = self._call(Op.DIRECTORY_PART, _join(raw_path, b"%d" % offset))
+                part = self._call(Op.DIRECTORY_PART, join_strings(raw_path, b"%d" % offset))
                 count, _, listing = part.partition(b"\0")
                 if generation is None:
                     generation = count
@@ -606,18 +272,23 @@ class Client(_ChannelUser):
                 if listing in (b"", b"\0"):
                     return names
                 complete = listing.endswith(b"\0\0")
-                entries = _split(listing[:-1] if complete else listing)
+                entries = split_strings(listing[:-1] if complete else listing)
                 names.extend(entries)
                 if complete:
                     return names
+                if not entries:
+                    self._channel.violation("answered DIRECTORY_PART with %r, which "
+                                            "lists nothing and is not the end" % (part,))
                 offset += sum(len(name) + 1 for name in entries)
+        raise PyXSError(errno.EAGAIN, "%r kept changing while it was listed for %gs"
+                        % (to_text(raw_path), self.connection.timeout))
 
     def get_permissions(self, path: Text) -> List[str]:
         """Return the permissions of *path*, such as ``["n0", "r5"]``: the
         owner's entry first (its letter is the access of domains not
         listed), then one per domain.  Special paths are accepted."""
-        return [to_text(p) for p in _split(self._call(Op.GET_PERMS,
-                                                      _join(encode_watch_path(path))))]
+        reply = self._call(Op.GET_PERMS, join_strings(encode_watch_path(path)))
+        return [to_text(p) for p in split_strings(reply)]
 
     def set_permissions(self, path: Text, perms: Sequence[Text]) -> None:
         """Replace the permissions of *path* (see :meth:`get_permissions`).
@@ -625,7 +296,7 @@ class Client(_ChannelUser):
         :raises pyxs.exceptions.InvalidPermission: for a malformed list,
             before anything is sent.
         """
-        self._ack(Op.SET_PERMS, _join(encode_watch_path(path), *encode_perms(perms)))
+        self._ack(Op.SET_PERMS, join_strings(encode_watch_path(path), *encode_perms(perms)))
 
     __getitem__ = read
     __setitem__ = write
@@ -640,7 +311,7 @@ class Client(_ChannelUser):
             that does not exist.
         :raises pyxs.exceptions.PyXSError: for any other error reply.
         """
-        payloads = [_join(encode_path(path)) for path in paths]
+        payloads = [join_strings(encode_path(path)) for path in paths]
         values: List[Optional[str]] = []
         for start in range(0, len(payloads), PIPELINE_DEPTH):
             for slot in self._submit([(Op.READ, payload) for payload
@@ -695,13 +366,13 @@ class Client(_ChannelUser):
         """Return the home path of a domain, ``/local/domain/<domid>``.
         XenStore does not check that the domain exists."""
         return to_text(self._call(Op.GET_DOMAIN_PATH,
-                                  _join(encode_number(domid, "domid"))).rstrip(b"\0"))
+                                  join_strings(encode_number(domid, "domid"))).rstrip(b"\0"))
 
     def is_domain_introduced(self, domid: int) -> bool:
         """Whether XenStore is talking to the domain: it was introduced and
         has been neither released nor destroyed since."""
         return self._call(Op.IS_DOMAIN_INTRODUCED,
-                          _join(encode_number(domid, "domid"))) == b"T\0"
+                          join_strings(encode_number(domid, "domid"))) == b"T\0"
 
     def introduce_domain(self, domid: int, mfn: int, eventchn: int) -> None:
         """Tell XenStore to talk to a domain through its XenStore page
@@ -713,25 +384,25 @@ class Client(_ChannelUser):
         raw_domid = encode_number(domid, "domid")
         if int(raw_domid) == 0:
             raise InvalidPayload("domain 0 cannot be introduced")
-        self._ack(Op.INTRODUCE, _join(raw_domid, encode_number(mfn, "mfn"),
-                                      encode_number(eventchn, "eventchn")))
+        self._ack(Op.INTRODUCE, join_strings(raw_domid, encode_number(mfn, "mfn"),
+                                             encode_number(eventchn, "eventchn")))
 
     def release_domain(self, domid: int) -> None:
         """Tell XenStore to stop talking to a domain (it also does so by
         itself when the domain dies)."""
-        self._ack(Op.RELEASE, _join(encode_number(domid, "domid")))
+        self._ack(Op.RELEASE, join_strings(encode_number(domid, "domid")))
 
     def resume_domain(self, domid: int) -> None:
         """Clear a domain's shutdown flag, so that its next shutdown fires
         the watches again."""
-        self._ack(Op.RESUME, _join(encode_number(domid, "domid")))
+        self._ack(Op.RESUME, join_strings(encode_number(domid, "domid")))
 
     def set_target(self, domid: int, target: int) -> None:
         """Let *domid* act for *target*: it gets full access to what
         *target* owns and every permission *target* has (as a device
         model domain needs)."""
-        self._ack(Op.SET_TARGET, _join(encode_number(domid, "domid"),
-                                       encode_number(target, "target")))
+        self._ack(Op.SET_TARGET, join_strings(encode_number(domid, "domid"),
+                                              encode_number(target, "target")))
 
     # Transactions.
 
@@ -747,7 +418,17 @@ class Client(_ChannelUser):
             if self.tx_id:
                 raise error(errno.EALREADY)
             slot, = self._channel.submit([(Op.TRANSACTION_START, b"\0")])
-            tx_id = int(self._channel.result(slot).rstrip(b"\0"))
+            reply = self._channel.result(slot)
+            digits = reply[:-1]
+            # A transaction id is a decimal number from 1 to 2**32 - 1
+            # (0 means "no transaction"), NUL-terminated.
+            if not (reply.endswith(b"\0") and digits.isdigit() and len(digits) <= 10
+                    and 0 < int(digits) <= 0xFFFFFFFF):
+                # The daemon may hold a transaction we cannot name: only
+                # ending the connection ends it.
+                self._channel.violation("answered TRANSACTION_START with %r, which is "
+                                        "not a transaction id" % (reply,))
+            tx_id = int(digits)
             self.tx_id, self._tx_generation = tx_id, slot.generation
             return tx_id
 
@@ -793,7 +474,7 @@ class Client(_ChannelUser):
         """
         if self.tx_id:
             raise error(errno.EALREADY)
-        client = Client._sharing(self._channel)
+        client = Client._borrowing(self)
         client.transaction_start()
         return client
 
@@ -833,13 +514,16 @@ class Client(_ChannelUser):
 
     # Watches.
 
-    def monitor(self) -> "Monitor":
-        """Return a :class:`Monitor` on a connection of its own."""
-        return Monitor(copy.copy(self.connection))
+    def monitor(self, *, max_queued_events: Optional[int] = None) -> "Monitor":
+        """Return a :class:`Monitor` on a connection of its own.
+
+        :param max_queued_events: see :class:`Monitor`.
+        """
+        return Monitor(copy.copy(self.connection), max_queued_events=max_queued_events)
 
     def _own_monitor(self) -> "Monitor":
         if self._monitor is None:
-            self._monitor = Monitor._sharing(self._channel)
+            self._monitor = Monitor._borrowing(self)
         return self._monitor
 
     def watch(self, wpath: Text, token: Text) -> None:
@@ -857,6 +541,74 @@ class Client(_ChannelUser):
         :meth:`Monitor.wait`."""
         return self._own_monitor().wait(sleep, timeout)
 
+    def wait_for(self, path: Text, condition: Union[object, Callable[[Optional[str]], bool]],
+                 timeout: Optional[float] = None) -> Optional[str]:
+        """Wait until the node *path* satisfies *condition*, and return
+        its value then.
+
+        *condition* is either a value, met when the node's text equals it
+        (a number or bytes is compared as :meth:`write` would store it,
+        and None means "the node is missing"), or a callable given the
+        node's value (None while the node is missing) that returns true
+        once the wait is over.  The node is watched before it is first
+        read, so no change can slip between the two.
+
+        >>> with Client(unix_socket_path=socket_path) as c:
+        ...     c["/vm/2/state"] = 4
+        ...     c.wait_for("/vm/2/state", 4, timeout=5)
+        '4'
+
+        The watch uses a connection of its own (see :meth:`monitor`), so
+        this client's own watches and events are left alone, and it is
+        gone when the call returns, whatever the outcome.
+
+        :param timeout: seconds to wait at most; None waits for ever.
+        :returns: the value that satisfied *condition* (None when the node
+            was missing).
+        :raises TimeoutError: (the built-in one) when *timeout* passed
+            first; the client is still usable.
+        :raises pyxs.exceptions.PyXSError: ``EALREADY`` inside a
+            transaction, which could never see the change.
+        """
+        raw = encode_path(path)
+        if self.tx_id:
+            raise error(errno.EALREADY)
+        if callable(condition):
+            satisfied = condition
+        elif condition is None:
+            satisfied = _is_none
+        else:
+            expected = to_text(encode_value(condition))
+            satisfied = expected.__eq__
+        deadline = None if timeout is None else time.monotonic() + timeout
+        token = "pyxs-wait-for-%d-%d" % (os.getpid(), next(_wait_tokens))
+        with self.monitor() as monitor:
+            monitor.watch(raw, token)
+            while True:
+                try:
+                    value: Optional[str] = self.read(raw)
+                except PyXSError as e:
+                    if e.errno != errno.ENOENT:
+                        raise
+                    value = None
+                if satisfied(value):
+                    return value
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0 \
+                        or monitor.wait(timeout=remaining) is None:
+                    raise TimeoutError("%r did not meet the condition within %gs"
+                                       % (to_text(raw), timeout))
+                # Read once for every burst of changes, not once per event.
+                while monitor.wait(timeout=0) is not None:
+                    pass
+
+
+_wait_tokens = itertools.count()
+
+
+def _is_none(value: Optional[str]) -> bool:
+    return value is None
+
 
 class _TreeReader:
     """Fetch the value and children of nodes ahead of a depth-first walk.
@@ -872,7 +624,7 @@ class _TreeReader:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._ahead: Deque[str] = collections.deque()
-        self._in_flight: Dict[str, List[_Slot]] = {}
+        self._in_flight: Dict[str, List[Slot]] = {}
 
     def expect(self, paths: Sequence[str]) -> None:
         """Queue *paths* to be visited next, in order, before any path
@@ -891,7 +643,7 @@ class _TreeReader:
         listing_slot, value_slot = slots
         channel = self._client._channel
         try:
-            children = [to_text(name) for name in _split(channel.result(listing_slot))]
+            children = [to_text(name) for name in split_strings(channel.result(listing_slot))]
         except PyXSError as e:
             if e.errno != errno.E2BIG:
                 raise
@@ -904,10 +656,10 @@ class _TreeReader:
         if missing and (missing[0] == self._ahead[0] or len(missing) * 2 >= self._WINDOW):
             self._in_flight.update(self._send(missing))
 
-    def _send(self, paths: List[str]) -> Dict[str, List[_Slot]]:
+    def _send(self, paths: List[str]) -> Dict[str, List[Slot]]:
         requests = []
         for path in paths:
-            payload = _join(to_bytes(path, "path"))
+            payload = join_strings(to_bytes(path, "path"))
             requests += [(Op.DIRECTORY, payload), (Op.READ, payload)]
         slots = self._client._submit(requests)
         return {path: slots[2 * i:2 * i + 2] for i, path in enumerate(paths)}
@@ -923,17 +675,33 @@ class Monitor(_ChannelUser):
             for event in m:
                 print(event.path, event.token)
 
+    Events are never left waiting in XenStore: while a monitor has a
+    watch, a thread of pyxs's reads its connection whenever the program
+    does not, and queues the events in the process (XenStore would
+    otherwise hold them, and oxenstored then stops serving other
+    clients).  The queue has no limit unless *max_queued_events* sets
+    one; then the events beyond it are dropped, and the next
+    :meth:`wait` raises :exc:`~pyxs.exceptions.EventsDropped` to say so.
+
+    When the connection breaks (XenStore restarted, say), pyxs connects
+    again within the connection's timeout and registers every watch
+    again.  XenStore answers each new watch with an event for the
+    watched path itself: seeing that event again is the cue to read
+    again what the watch covers, since changes made while the connection
+    was down brought no event.
+
+    After :func:`os.fork`, a monitor used in the child opens a connection
+    of its own, with no watches: the parent keeps its watches and their
+    events.
+
     :param connection: the (not yet connected) connection to use.
+    :param max_queued_events: how many events may wait to be taken; None,
+        the default, for no limit.
     """
 
-    def __init__(self, connection: FileDescriptorConnection) -> None:
-        self._attach(_Channel(connection), owns_channel=True)
-
-    @classmethod
-    def _sharing(cls, channel: _Channel) -> "Monitor":
-        monitor = cls.__new__(cls)
-        monitor._attach(channel, owns_channel=False)
-        return monitor
+    def __init__(self, connection: FileDescriptorConnection, *,
+                 max_queued_events: Optional[int] = None) -> None:
+        self._bind(Channel(connection, max_queued_events), None)
 
     def watch(self, wpath: Text, token: Text) -> None:
         """Watch *wpath* and everything below it.
@@ -951,7 +719,7 @@ class Monitor(_ChannelUser):
             and token are already watched.
         """
         watch = (encode_watch_path(wpath), encode_token(token))
-        _expect_ok(Op.WATCH, self._channel.call(Op.WATCH, _join(*watch)))
+        _expect_ok(Op.WATCH, self._channel.call(Op.WATCH, join_strings(*watch)))
         self._channel.add_watch(watch)
 
     def unwatch(self, wpath: Text, token: Text) -> None:
@@ -962,7 +730,7 @@ class Monitor(_ChannelUser):
         :raises pyxs.exceptions.PyXSError: ``ENOENT`` for an unknown watch.
         """
         watch = (encode_watch_path(wpath), encode_token(token))
-        _expect_ok(Op.UNWATCH, self._channel.call(Op.UNWATCH, _join(*watch)))
+        _expect_ok(Op.UNWATCH, self._channel.call(Op.UNWATCH, join_strings(*watch)))
         self._channel.remove_watch(watch)
 
     def wait(self, sleep: Optional[float] = None,
@@ -975,20 +743,19 @@ class Monitor(_ChannelUser):
             set a polling interval; there is no polling any more.
         :param timeout: seconds to wait at most; None waits for ever.
         :returns: the event, or None when *timeout* passed without one.
-        :raises pyxs.exceptions.ConnectionError: when the connection is
-            lost; its watches are lost with it.
+        :raises pyxs.exceptions.EventsDropped: once, after events were
+            dropped because more than ``max_queued_events`` waited.
+        :raises pyxs.exceptions.ConnectionError: when the connection was
+            lost and no new one (with the watches registered again) could
+            be made within the connection's timeout; the next call tries
+            again.  A monitor without watches raises at once.
         """
         packet = self._channel.next_event(timeout)
         if packet is None:
             return None
-        path, token = _split(packet.payload)[:2]
+        path, token = split_strings(packet.payload)[:2]
         return Event(to_text(path), to_text(token))
 
     def __iter__(self) -> Iterator[Event]:
         """Yield events as they come, for ever."""
         return iter(self.wait, None)
-
-
-def _covers(wpath: bytes, path: bytes) -> bool:
-    """Whether a watch on *wpath* sees a change of *path*."""
-    return path == wpath or path.startswith(wpath.rstrip(b"/") + b"/")

@@ -17,6 +17,7 @@ __all__ = [
     "ConnectionError",
     "UnexpectedPacket",
     "Timeout",
+    "EventsDropped",
 ]
 
 
@@ -86,3 +87,21 @@ class UnexpectedPacket(ConnectionError):
 class Timeout(ConnectionError):
     """XenStore did not answer within the connection's timeout.  The
     connection is closed, since its later replies could not be trusted."""
+
+
+class EventsDropped(PyXSError):
+    """Watch events arrived faster than the program took them, and more
+    were waiting than the bound it set (``max_queued_events``), so some
+    were dropped.  The connection and the watches are fine, and the
+    events still queued come next; but the program no longer knows every
+    change, and should read again what it watches.
+
+    :ivar count: how many events were dropped.
+    :ivar limit: the bound that was exceeded.
+    """
+
+    def __init__(self, count: int, limit: Optional[int]) -> None:
+        super().__init__("%d watch event(s) were dropped: more than %s were waiting to be "
+                         "taken; read again what is watched" % (count, limit))
+        self.count = count
+        self.limit = limit

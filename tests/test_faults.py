@@ -369,10 +369,22 @@ def check_recovery(srv, client, connections):
     assert len(srv.peers) == connections
 
 
+def check_rewatched(peer, *watches):
+    """*peer*, a new connection, was sent exactly *watches* as WATCH
+    requests, first thing."""
+    deadline = time.monotonic() + PROMPT
+    while len(peer.requests) < len(watches) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sent = [tuple(r.payload.split(b"\0")[:2]) for r in peer.requests[:len(watches)]
+            if r.op is Op.WATCH]
+    assert sent == list(watches), peer.requests
+
+
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_fault_fails_pending_calls_and_waiter(server, fault):
-    """Several threads with a call pending and one thread in wait() on the
-    same client all fail with the fault, and the client recovers."""
+def test_fault_fails_pending_calls_but_not_the_waiter(server, fault):
+    """Several threads with a call pending on one client all fail with
+    the fault; the client connects again at once and registers its watch
+    again, so the thread in wait() gets the event of the new watch."""
     action, timeout, kind, message, client_closes = FAULTS[fault]
     struck = []
 
@@ -390,12 +402,14 @@ def test_fault_fails_pending_calls_and_waiter(server, fault):
         waiter = Call(client.wait)
         settle()
         calls = [Call(client.read, "/pending/%d" % i) for i in range(PENDING)]
-        for call in calls + [waiter]:
+        for call in calls:
             expect_failure(call, kind, message, since=lambda: struck[0])
+        assert waiter.outcome() == (Event("/w", "token"), None)
         peer = srv.peers[0]
         if client_closes:
             assert peer.closed_by_client.wait(PROMPT), \
                 "the client kept a connection it could no longer trust"
+        check_rewatched(srv.wait_for_peers(2), (b"/w", b"token"))
         check_recovery(srv, client, connections=2)
     finally:
         client.close()
@@ -406,9 +420,11 @@ MONITOR_FAULTS = ["closed", "truncated", "oversized", "unknown-id", "unknown-typ
 
 
 @pytest.mark.parametrize("fault", MONITOR_FAULTS)
-def test_fault_fails_every_monitor_waiter(server, fault):
-    """Two threads waiting on one Monitor (its own connection, no request
-    pending) both fail with the fault; the monitor can watch again."""
+def test_monitor_waiters_outlive_a_fault(server, fault):
+    """Two threads wait on one Monitor (its own connection, no request
+    pending) when the connection fails: the monitor connects again and
+    registers its watch again, one waiter gets the new watch's event and
+    the other the event of a later change."""
     action, _, kind, message, client_closes = FAULTS[fault]
     go = threading.Event()
     struck = []
@@ -431,21 +447,21 @@ def test_fault_fails_every_monitor_waiter(server, fault):
             settle()
             assert not any(w.done for w in waiters), "wait() returned with nothing to report"
             go.set()
-            for waiter in waiters:
-                expect_failure(waiter, kind, message, since=lambda: struck[0])
+            check_rewatched(srv.wait_for_peers(2), (b"/w", b"m"))
             if client_closes:
                 assert srv.peers[0].closed_by_client.wait(PROMPT)
-            # The watch died with the connection; a new one works.
-            monitor.watch("/w", "again")
-            assert monitor.wait(timeout=PROMPT) == Event("/w", "again")
-            assert len(srv.peers) == 2
+            client.write("/w/later", "x")
+            outcomes = sorted(w.outcome() for w in waiters)
+            assert outcomes == [(Event("/w", "m"), None), (Event("/w/later", "m"), None)]
+            assert len(srv.peers) == 3  # The monitor's two, and the client's.
         finally:
             monitor.close()
 
 
 def test_daemon_closing_while_threads_wait_and_others_call(server):
     """The connection dies while many threads are each in a different
-    phase: all fail, none hangs, and every later call works."""
+    phase: the calls fail, the waiters get the event of the watch made
+    again on the new connection, none hangs, and every later call works."""
     def script(peer):
         peer.answer(peer.take(1, Op.WATCH)[0])
         for _ in range(3):
@@ -464,12 +480,16 @@ def test_daemon_closing_while_threads_wait_and_others_call(server):
         waiters = [Call(client.wait) for _ in range(3)]
         settle()
         calls = [Call(client.read, "/x") for _ in range(PENDING)]
-        for call in calls + waiters:
+        for call in calls:
             expect_failure(call, ConnectionError, "closed the connection",
                            since=time.monotonic(), prompt=PROMPT + SERVER_PATIENCE)
         # Every thread may call again at once: one reconnects for all.
         again = [Call(client.read, "/x") for _ in range(8)]
         assert [call.outcome() for call in again] == [("1", None)] * 8
+        client.write("/w/1", "a")
+        client.write("/w/2", "b")
+        events = sorted(waiter.outcome() for waiter in waiters)
+        assert events == [(Event(p, "t"), None) for p in ("/w", "/w/1", "/w/2")]
         assert len(srv.peers) == 2
     finally:
         client.close()
@@ -720,7 +740,7 @@ def test_reader_takes_the_lock_back_when_a_signal_handler_raises():
     # CPython lets a signal interrupt a blocked Lock.acquire(); the reader
     # must still get the lock back (and file what it read) before the
     # exception goes on, or the channel would believe a reader is active.
-    from pyxs.client import _relock
+    from pyxs._channel import _relock
 
     class InterruptedOnce:
         attempts = 0

@@ -1,0 +1,709 @@
+"""The channel: one connection to XenStore and everything in flight on it.
+
+:class:`Channel` is the one place that numbers requests, matches replies
+to them and routes watch events; :class:`~pyxs.client.Client` and
+:class:`~pyxs.client.Monitor` are thin layers over it.
+
+Theory of operation
+-------------------
+
+*Reading.*  Whichever thread waits for something reads the connection
+for everybody (a "leader/follower" scheme): it files each reply in the
+slot of its request and each watch event in :attr:`Channel.events`, then
+wakes the others.  A lone caller thus pays for nothing but its own round
+trip, and many threads can share one channel.
+
+*Draining.*  A connection that carries watches must also be read while
+nobody waits, or XenStore keeps the events: oxenstored then stops
+serving other clients' writes and drops events, C xenstored hoards them
+in its own memory.  So while a channel has at least one watch, a
+*drainer* thread reads it whenever no caller does.  A caller that needs
+the connection asks the drainer to step aside (one byte on the wake
+pipe) and then reads for itself, keeping the fast path; the drainer
+comes back :data:`DRAIN_DELAY` after the last caller stopped reading.  A
+channel without watches has no thread.
+
+*Faults.*  Any fault (end of stream, a malformed message, a timeout)
+fails every pending request and every waiter at once and closes the
+connection.  Watches outlive it: the drainer connects again at once and
+re-registers them, and XenStore answers each new watch with an event
+for its path, the consumer's cue to re-read.  Transactions do not
+survive: :attr:`Channel.generation` counts connections, and a request
+of a transaction made on an older one is refused.
+
+*Forks.*  After :func:`os.fork` a channel in the child forgets its
+parent's connection, watches and queued events, and connects afresh on
+first use, so parent and child never share a stream.
+"""
+
+import collections
+import enum
+import logging
+import os
+import select
+import threading
+import time
+import weakref
+from typing import (Callable, Deque, Dict, List, NoReturn, Optional, Sequence, Tuple)
+
+from ._internal import HEADER, PAYLOAD_MAX, Op, Packet, PacketDecoder, join_strings, \
+    split_strings
+from .connection import FileDescriptorConnection
+from .exceptions import (ConnectionError, EventsDropped, InvalidPayload, Timeout,
+                         UnexpectedPacket)
+from .helpers import error
+
+__all__ = ["Channel", "Slot", "SPIN_SECONDS", "DRAIN_DELAY", "covers", "forget_parent_after_fork"]
+
+log = logging.getLogger("pyxs")
+
+#: How long a caller waiting for a reply keeps checking for it, yielding
+#: the CPU between checks, before it goes to sleep.  A reply usually comes
+#: within tens of microseconds, and sleeping and being woken costs more
+#: than that on virtual machines (measured 19,000 against 58,000 round
+#: trips per second with xenstored on another CPU); with xenstored on the
+#: same CPU the yields let it run, so nothing is lost there.  Waiting for
+#: watch events never spins.
+SPIN_SECONDS = 50e-6
+
+#: How long the drainer stays away after a caller last read the
+#: connection.  Long enough that a busy caller displaces it about once
+#: per burst, not once per call; short enough that XenStore never holds
+#: many events meanwhile (at 50,000 events/s, 500, where oxenstored
+#: starts refusing service after about 2,000).
+DRAIN_DELAY = 0.01
+
+#: Who holds the reading role.
+_CALLER, _DRAINER = "caller", "drainer"
+
+Watch = Tuple[bytes, bytes]
+
+
+class _State(enum.Enum):
+    #: No connection yet; the next use connects.
+    IDLE = "idle"
+    #: Connected.
+    OPEN = "open"
+    #: Failed, but a reader still polls the descriptor: it closes it.
+    RETIRING = "retiring"
+    #: Failed or closed (see ``Channel._fault``); the next request connects.
+    BROKEN = "broken"
+
+
+class Slot:
+    """Where the reply to one request lands."""
+
+    __slots__ = ("op", "tx_id", "generation", "reply", "error", "rewatch")
+
+    def __init__(self, op: Op, tx_id: int, generation: int,
+                 rewatch: Optional[Watch] = None) -> None:
+        self.op = op
+        self.tx_id = tx_id
+        self.generation = generation
+        self.reply: Optional[Packet] = None
+        self.error: Optional[ConnectionError] = None
+        #: The watch this request registers again after a reconnection;
+        #: nobody waits for its reply.
+        self.rewatch = rewatch
+
+
+class Channel:
+    """One connection to XenStore and everything in flight on it.
+
+    All state is guarded by ``_lock``.
+
+    :param connection: the transport, not yet connected.
+    :param max_queued_events: how many watch events may wait in
+        :attr:`events` at once; None for no limit.  Events beyond it are
+        dropped and counted, and the next :meth:`next_event` raises
+        :exc:`~pyxs.exceptions.EventsDropped`.
+    :ivar restore_watches: whether watches are registered again on a new
+        connection after a fault (the :mod:`xen.lowlevel.xs` stand-in,
+        like libxenstore, does not).
+    :ivar on_event: called, with the lock held, whenever an event is queued.
+    """
+
+    def __init__(self, connection: FileDescriptorConnection,
+                 max_queued_events: Optional[int] = None) -> None:
+        if max_queued_events is not None and max_queued_events < 1:
+            raise ValueError("max_queued_events must be at least 1, not %r"
+                             % (max_queued_events,))
+        self.connection = connection
+        self.max_queued_events = max_queued_events
+        self.restore_watches = True
+        self.on_event: Optional[Callable[[], None]] = None
+        self._wake_r = self._wake_w = -1
+        self._reset()
+        _LIVE_CHANNELS.add(self)
+
+    def _reset(self) -> None:
+        """Start from scratch: a new lock, no connection, nothing pending."""
+        self._lock = threading.Lock()
+        # Callers and event waiters sleep here; the drainer apart, so that
+        # callers do not wake it at every reply.
+        self._changed = threading.Condition(self._lock)
+        self._drainer_wakeup = threading.Condition(self._lock)
+        self._decoder = PacketDecoder()
+        self._pending: Dict[int, Slot] = {}
+        self._next_id = 0
+        self._state = _State.IDLE
+        self._fault = ConnectionError("not connected to %r" % self.connection.path)
+        #: Bumped each time a connection ends: transactions made on an
+        #: older generation are gone.
+        self.generation = 0
+        # Who reads the connection now: None, _CALLER or _DRAINER.
+        self._reader: Optional[str] = None
+        # Callers and waiters asleep on _changed: woken only if any.
+        self._sleepers = 0
+        self.events: Deque[Packet] = collections.deque()
+        #: Events dropped since the last :meth:`next_event` said so.
+        self.dropped = 0
+        # The watches XenStore holds for us, in the order they were made
+        # (a dict used as an ordered set).
+        self.watches: Dict[Watch, None] = {}
+        self._drainer: Optional[threading.Thread] = None
+        self._drainer_parked = False
+        self._drainer_yield = False
+        self._recovery_wanted = False
+        self._recovery_failures = 0
+        self._last_read = 0.0
+        # A pipe that wakes whoever polls the connection: to close it, or
+        # to make the drainer step aside.  It holds a byte while _poked.
+        self._poked = False
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+        self._poll: Optional[select.poll] = None
+
+    def __del__(self) -> None:
+        self.connection.disconnect()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+
+    def _forget_parent(self) -> None:
+        """In a child after :func:`os.fork`: drop what belongs to the
+        parent (its connection, watches, events, transactions)."""
+        fd, self.connection.fd = self.connection.fd, None
+        if fd is not None:
+            try:
+                os.close(fd)  # Our copy only: the parent's stays open.
+            except OSError:
+                pass
+        generation = self.generation
+        self._reset()
+        self.generation = generation + 1
+
+    # Connecting and failing, with the lock held.
+
+    def _connect(self, deadline: float) -> None:
+        while self._state is _State.RETIRING:
+            if not self._wait(deadline):
+                raise Timeout("timed out waiting for the reader of %r to let go"
+                              % self.connection.path)
+        if self._state is _State.OPEN:
+            return
+        reconnecting = self._state is _State.BROKEN
+        self.connection.connect()
+        self._poll = select.poll()
+        self._poll.register(self.connection.fileno(), select.POLLIN)
+        self._poll.register(self._wake_r, select.POLLIN)
+        self._decoder = PacketDecoder()
+        self._state = _State.OPEN
+        log.debug("connected to %r%s", self.connection.path,
+                  " again" if reconnecting else "")
+        if self.watches:
+            self._send_rewatches()
+        if self._sleepers:
+            self._changed.notify_all()
+
+    def _send_rewatches(self) -> None:
+        """Register every watch again on a new connection.  The replies
+        are checked as they come (see :meth:`_file`)."""
+        frames = []
+        for watch in self.watches:
+            rq_id = self._new_id()
+            self._pending[rq_id] = Slot(Op.WATCH, 0, self.generation, rewatch=watch)
+            frames.append(bytes(Packet(Op.WATCH, join_strings(*watch), rq_id)))
+        log.info("registering %d watch(es) again on %r", len(frames), self.connection.path)
+        self._send(b"".join(frames))
+
+    def _new_id(self) -> int:
+        rq_id = self._next_id
+        self._next_id = (rq_id + 1) & 0xFFFFFFFF
+        return rq_id
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.connection.send(data, self.connection.timeout)
+        except ConnectionError as e:
+            self._fail(e)
+            raise
+        except BaseException:
+            # Interrupted part-way, the stream is no longer framed.
+            self._fail(ConnectionError("a write to %r was interrupted" % self.connection.path))
+            raise
+
+    def _fail(self, fault: ConnectionError) -> None:
+        """End the connection: every pending request and every waiter
+        gets *fault*; watches are restored on a new connection."""
+        if self._state is not _State.OPEN:
+            return
+        log.debug("connection to %r ended: %s", self.connection.path, fault)
+        self.generation += 1
+        self._fault = fault
+        for slot in self._pending.values():
+            slot.error = fault
+        self._pending.clear()
+        if self._reader is not None:
+            # The reader may be polling the descriptor: let it close it.
+            self._state = _State.RETIRING
+            self._poke()
+        else:
+            self._disconnect()
+        if not self.restore_watches:
+            self.watches.clear()
+        self._recovery_wanted = bool(self.watches)
+        self._changed.notify_all()
+        self._drainer_wakeup.notify()
+
+    def _disconnect(self) -> None:
+        self.connection.disconnect()
+        self._poll = None
+        self._state = _State.BROKEN
+
+    def _poke(self) -> None:
+        """Wake whoever polls the connection."""
+        if not self._poked:
+            self._poked = True
+            os.write(self._wake_w, b"x")
+
+    def _wait(self, deadline: Optional[float]) -> bool:
+        """Sleep until woken or *deadline*; False if it passed."""
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return False
+        self._sleepers += 1
+        try:
+            return self._changed.wait(remaining) or remaining is None \
+                or time.monotonic() < deadline  # type: ignore[operator]
+        finally:
+            self._sleepers -= 1
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.connection.timeout
+
+    # Public entry points.
+
+    def connect(self) -> None:
+        with self._lock:
+            self._connect(self._deadline())
+
+    def close(self) -> None:
+        """Close the connection and forget every watch; the next request
+        connects again."""
+        with self._lock:
+            self.watches.clear()
+            self._fail(ConnectionError("the connection to %r was closed"
+                                       % self.connection.path))
+            self._recovery_wanted = False
+            self._drainer_wakeup.notify()
+            # The reader (the drainer, often) closes the descriptor as it
+            # lets go; it does so at once, being woken for it.
+            deadline = self._deadline()
+            while self._state is _State.RETIRING and self._wait(deadline):
+                pass
+
+    def submit(self, requests: Sequence[Tuple[Op, bytes]], tx_id: int = 0,
+               generation: Optional[int] = None) -> List[Slot]:
+        """Send requests, in one write, and return the slots their replies
+        will land in.
+
+        :param generation: if given, the requests belong to a transaction
+            made on that connection generation, and must not be sent on a
+            later connection.
+        """
+        for _, payload in requests:
+            if len(payload) > PAYLOAD_MAX:
+                raise InvalidPayload("a request of %d bytes is over XenStore's limit of %d"
+                                     % (len(payload), PAYLOAD_MAX))
+        with self._lock:
+            if generation is not None and generation != self.generation:
+                raise ConnectionError("the connection that carried this transaction "
+                                      "was lost, and the transaction with it")
+            if self._state is not _State.OPEN:
+                self._connect(self._deadline())
+            frames, slots = [], []
+            for op, payload in requests:
+                rq_id = self._new_id()
+                slot = Slot(op, tx_id, self.generation)
+                self._pending[rq_id] = slot
+                slots.append(slot)
+                frames.append(HEADER.pack(op, rq_id, tx_id, len(payload)))
+                frames.append(payload)
+            self._send(b"".join(frames))
+            return slots
+
+    def result(self, slot: Slot) -> bytes:
+        """Wait for the reply in *slot* and return its payload.
+
+        :raises pyxs.exceptions.PyXSError: for an error reply.
+        :raises pyxs.exceptions.ConnectionError: when the connection
+            failed or the call timed out.
+        """
+        if slot.reply is None and slot.error is None:
+            deadline = self._deadline()
+            with self._lock:
+                if not self._serve(lambda: slot.reply is not None or slot.error is not None,
+                                   deadline, spin=True):
+                    self._fail(Timeout("no reply from %r within %gs"
+                                       % (self.connection.path, self.connection.timeout)))
+        if slot.error is not None:
+            _raise_copy(slot.error)
+        reply = slot.reply
+        assert reply is not None
+        if reply.op is Op.ERROR:
+            raise error(reply.payload.rstrip(b"\0"))
+        return reply.payload
+
+    def call(self, op: Op, payload: bytes, tx_id: int = 0,
+             generation: Optional[int] = None) -> bytes:
+        return self.result(self.submit([(op, payload)], tx_id, generation)[0])
+
+    def violation(self, message: str) -> NoReturn:
+        """XenStore answered something the protocol does not allow: end
+        the connection, whose later replies cannot be trusted, and raise
+        :exc:`~pyxs.exceptions.UnexpectedPacket`."""
+        fault = UnexpectedPacket("%r %s" % (self.connection.path, message))
+        with self._lock:
+            self._fail(fault)
+        raise fault
+
+    def next_event(self, timeout: Optional[float]) -> Optional[Packet]:
+        """Take the next watch event, waiting up to *timeout* seconds
+        (forever when ``None``); None if none came in time.
+
+        :raises pyxs.exceptions.EventsDropped: once after events were
+            dropped for want of room.
+        :raises pyxs.exceptions.ConnectionError: when the connection is
+            lost and cannot be made again (with its watches) in time.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            failures = self._recovery_failures
+            while True:
+                if self.dropped:
+                    dropped, self.dropped = self.dropped, 0
+                    raise EventsDropped(dropped, self.max_queued_events)
+                if self.events:
+                    return self.events.popleft()
+                if self._recovery_failures != failures:
+                    _raise_copy(self._fault)
+                if self._state is _State.OPEN:
+                    generation = self.generation
+                    if not self._serve(lambda: bool(self.events or self.dropped)
+                                       or self.generation != generation, deadline):
+                        return None
+                    if self.generation != generation and not self.watches:
+                        _raise_copy(self._fault)
+                elif self.watches:
+                    # The drainer is connecting again, or will be told to.
+                    self._recovery_wanted = True
+                    self._start_drainer()
+                    self._drainer_wakeup.notify()
+                    if not self._wait(deadline):
+                        return None
+                elif self._state is _State.BROKEN:
+                    _raise_copy(self._fault)
+                else:
+                    self._connect(self._deadline())
+
+    def add_watch(self, watch: Watch) -> None:
+        """Note a watch that XenStore has accepted: the channel is drained
+        from now on."""
+        with self._lock:
+            self.watches[watch] = None
+            self._start_drainer()
+
+    def remove_watch(self, watch: Watch, drop_events: bool = True) -> None:
+        """Forget a watch that XenStore has removed.  With *drop_events*,
+        its queued events go too, unless another watch with the same
+        token sees them (as libxenstore's unwatch filter does)."""
+        wpath, token = watch
+        with self._lock:
+            self.watches.pop(watch, None)
+            if not self.watches and self._drainer is not None:
+                self._drainer_wakeup.notify()
+                if self._reader is _DRAINER:
+                    self._poke()
+            if not drop_events:
+                return
+            rivals = [p for p, t in self.watches if t == token]
+
+            def keep(event: Packet) -> bool:
+                path, event_token = split_strings(event.payload)[:2]
+                return (event_token != token or not covers(wpath, path)
+                        or any(covers(p, path) for p in rivals))
+            kept = [event for event in self.events if keep(event)]
+            self.events.clear()
+            self.events.extend(kept)
+
+    # Reading, with the lock held.
+
+    def _serve(self, done: Callable[[], bool], deadline: Optional[float],
+               spin: bool = False) -> bool:
+        """Return once ``done()`` is true, reading the connection for
+        everybody whenever no other caller is; False if *deadline* (a
+        :func:`time.monotonic` value, or None for never) passed first.
+        With *spin*, a reply is expected soon: see :data:`SPIN_SECONDS`."""
+        while not done():
+            if self._reader is _DRAINER and not self._drainer_yield:
+                self._drainer_yield = True
+                self._poke()
+            if self._reader is not None or self._state is not _State.OPEN:
+                if not self._wait(deadline):
+                    return done()
+            elif not self._read(deadline, spin, _CALLER):
+                return done()
+        return True
+
+    def _read(self, deadline: Optional[float], spin: bool, role: str) -> bool:
+        """Be the reader once: wait for data until *deadline* and file
+        what came.  False if the deadline passed with nothing read."""
+        connection, poll = self.connection, self._poll
+        assert poll is not None
+        ready, data, fault = False, b"", None
+        self._reader = role
+        self._lock.release()
+        try:
+            data = _spin(connection) if spin else b""
+            ready = bool(data)
+            if not ready:
+                timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                ready = bool(poll.poll(None if timeout is None else timeout * 1000))
+                data = connection.read() if ready else b""
+        except ConnectionError as e:
+            fault = e
+        finally:
+            interrupted = _relock(self._lock)
+            self._reader = None
+            if self._poked:
+                _drain_pipe(self._wake_r)
+                self._poked = False
+            if self._drainer is not None:
+                if role is _CALLER or self._drainer_yield:
+                    # Keep the drainer away while callers are busy.
+                    self._last_read = time.monotonic()
+                self._drainer_yield = False
+                if self._drainer_parked:
+                    self._drainer_wakeup.notify()
+            if self._sleepers:
+                self._changed.notify_all()
+        try:
+            return self._file(ready, data, fault)
+        finally:
+            if interrupted is not None:
+                raise interrupted
+
+    def _file(self, ready: bool, data: bytes, fault: Optional[ConnectionError]) -> bool:
+        """File what the reader got, with the lock held; see :meth:`_read`."""
+        if self._state is _State.RETIRING:
+            self._disconnect()
+            self._changed.notify_all()
+            self._drainer_wakeup.notify()
+            return True
+        if fault is not None:
+            self._fail(fault)
+            return True
+        if not ready:
+            return False
+        try:
+            packets = self._decoder.feed(data)
+        except UnexpectedPacket as e:
+            self._fail(e)
+            return True
+        path = self.connection.path
+        for packet in packets:
+            if packet.op is Op.WATCH_EVENT:
+                if packet.payload.count(b"\0") < 2:
+                    self._fail(UnexpectedPacket("%r sent a malformed watch event %r"
+                                                % (path, packet.payload)))
+                    return True
+                self._queue_event(packet)
+                continue
+            slot = self._pending.pop(packet.rq_id, None)
+            problem = None
+            if slot is None:
+                problem = "which was never made"
+            elif packet.op is not slot.op and packet.op is not Op.ERROR:
+                problem = "which was %s" % slot.op.name
+            elif packet.tx_id != slot.tx_id:
+                problem = "with transaction id %d, which was made with %d" % (
+                    packet.tx_id, slot.tx_id)
+            if problem is not None:
+                fault = UnexpectedPacket("%r sent %s for request %d, %s"
+                                         % (path, packet.op.name, packet.rq_id, problem))
+                if slot is not None:
+                    slot.error = fault
+                self._fail(fault)
+                return True
+            assert slot is not None
+            slot.reply = packet
+            if slot.rewatch is not None and packet.op is Op.ERROR:
+                self._rewatch_refused(slot.rewatch, packet.payload)
+        return True
+
+    def _queue_event(self, packet: Packet) -> None:
+        if self.max_queued_events is not None and len(self.events) >= self.max_queued_events:
+            self.dropped += 1
+        else:
+            self.events.append(packet)
+        if self.on_event is not None:
+            self.on_event()
+
+    def _rewatch_refused(self, watch: Watch, reply: bytes) -> None:
+        """XenStore refused a watch on the new connection (the node's
+        permissions changed, say): it is gone, and waiters are told."""
+        self.watches.pop(watch, None)
+        fault = ConnectionError("XenStore refused to restore the watch on %r (token %r) "
+                                "after a reconnection: %s"
+                                % (watch[0], watch[1], error(reply.rstrip(b"\0"))))
+        log.warning("%s", fault)
+        self._fault = fault
+        self._recovery_failures += 1
+        self._changed.notify_all()
+
+    # The drainer.
+
+    def _start_drainer(self) -> None:
+        if self._drainer is None:
+            drainer = threading.Thread(target=self._drain, name="pyxs drainer of %r"
+                                       % self.connection.path, daemon=True)
+            self._drainer = drainer
+            drainer.start()
+
+    def _drain(self) -> None:
+        """The drainer thread: read while nobody else does, and connect
+        again after a fault, as long as the channel has watches."""
+        me = threading.current_thread()
+        with self._lock:
+            try:
+                while self.watches and self._drainer is me:
+                    if self._state is _State.OPEN:
+                        self._drain_once()
+                    elif self._state is _State.RETIRING or not self._recovery_wanted:
+                        self._drainer_wakeup.wait()
+                    else:
+                        self._recover()
+            finally:
+                if self._drainer is me:
+                    self._drainer = None
+
+    def _drain_once(self) -> None:
+        if self._reader is not None:
+            self._drainer_parked = True
+            try:
+                self._drainer_wakeup.wait()
+            finally:
+                self._drainer_parked = False
+            return
+        rest = self._last_read + DRAIN_DELAY - time.monotonic()
+        if rest > 0:
+            self._drainer_wakeup.wait(rest)
+        else:
+            self._read(None, False, _DRAINER)
+
+    def _recover(self) -> None:
+        """Connect again and register the watches again, within the
+        connection's timeout; on failure, tell the waiters."""
+        self._recovery_wanted = False
+        deadline = self._deadline()
+        pause = 0.01
+        last: Optional[ConnectionError] = None
+        while self.watches and self._state is not _State.OPEN:
+            try:
+                self._connect(deadline)
+                return
+            except ConnectionError as e:
+                last = e
+            if time.monotonic() + pause >= deadline:
+                break
+            self._drainer_wakeup.wait(pause)
+            pause = min(pause * 2, 0.5)
+        if last is not None and self._state is not _State.OPEN and self.watches:
+            fault = ConnectionError("the connection to %r was lost, and no new one could be "
+                                    "made within %gs: %s"
+                                    % (self.connection.path, self.connection.timeout, last))
+            fault.__cause__ = last
+            log.warning("%s", fault)
+            self._fault = fault
+            self._recovery_failures += 1
+            self._changed.notify_all()
+
+
+def _relock(lock: threading.Lock) -> Optional[BaseException]:
+    """Take *lock* back even if a signal handler raises meanwhile (CPython
+    lets signals interrupt a blocked acquire), and return what it raised:
+    the reader must not leave the channel, or the bytes it read, behind."""
+    raised = None
+    while True:
+        try:
+            lock.acquire()
+            return raised
+        except BaseException as e:
+            raised = e
+
+
+def _spin(connection: FileDescriptorConnection) -> bytes:
+    """Check for a reply for up to :data:`SPIN_SECONDS`, yielding the CPU
+    in between; ``b""`` if none came."""
+    end = time.monotonic() + SPIN_SECONDS
+    while True:
+        data = connection.read()
+        if data or time.monotonic() > end:
+            return data
+        os.sched_yield()
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        os.read(fd, 64)
+    except BlockingIOError:
+        pass
+
+
+def _raise_copy(fault: ConnectionError) -> NoReturn:
+    """Raise a fresh copy of a fault that many callers share, so that each
+    gets a traceback of its own; the cause (an OSError, say) is kept."""
+    raise type(fault)(*fault.args) from fault.__cause__
+
+
+def covers(wpath: bytes, path: bytes) -> bool:
+    """Whether a watch on *wpath* sees a change of *path*."""
+    return path == wpath or path.startswith(wpath.rstrip(b"/") + b"/")
+
+
+# What must forget the parent's state in a child after fork(): every
+# channel, and the objects given to forget_parent_after_fork().
+_LIVE_CHANNELS: "weakref.WeakSet[Channel]" = weakref.WeakSet()
+_FORK_AWARE: "weakref.WeakSet[object]" = weakref.WeakSet()
+
+
+def forget_parent_after_fork(obj: object) -> None:
+    """Have ``obj._forget_parent()`` called in the child after a fork."""
+    _FORK_AWARE.add(obj)
+
+
+def _after_fork_in_child() -> None:
+    for channel in list(_LIVE_CHANNELS):
+        channel._forget_parent()
+    for obj in list(_FORK_AWARE):
+        obj._forget_parent()  # type: ignore[attr-defined]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
