@@ -461,9 +461,15 @@ class Channel:
         :func:`time.monotonic` value, or None for never) passed first.
         With *spin*, a reply is expected soon: see :data:`SPIN_SECONDS`."""
         while not done():
-            if self._reader is _DRAINER and not self._drainer_yield:
-                self._drainer_yield = True
-                self._poke()
+            if self._reader is _DRAINER:
+                if not self._drainer_yield:
+                    self._drainer_yield = True
+                    self._poke()
+                # It lets go at once: wait for it even past the deadline,
+                # so that what has arrived meanwhile is read (a zero
+                # timeout means "what is there now", not "nothing").
+                self._wait(self._deadline())
+                continue
             if self._reader is not None or self._state is not _State.OPEN:
                 if not self._wait(deadline):
                     return done()

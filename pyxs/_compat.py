@@ -48,10 +48,11 @@ import select
 import stat
 import threading
 import time
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from ._cnumbers import ULONG_MAX, parse_perm, signed, strtol, strtoul
-from ._internal import PAYLOAD_MAX, WIRE_ERRORS, Op, Packet
+from ._internal import PAYLOAD_MAX, WIRE_ERRORS, Op, Packet, join_strings
 from .client import Client
 from .connection import (FileDescriptorConnection, UnixSocketConnection,
                          XenBusConnection, default_socket_path, default_xenbus_path)
@@ -301,22 +302,20 @@ def _parse_permissions(reply: bytes) -> List[Permission]:
 #
 # The C extension's fileno() is a pipe that libxenstore writes to when a
 # watch event is queued; a reader thread of libxenstore's own queues the
-# events as they arrive.  pyxs has no reader thread: events are read from
-# the connection by whichever call is waiting on it.  So that select()
-# still wakes up when an event arrives while nobody is calling, the
-# descriptor handed out here is an epoll (Linux) or kqueue (BSD) instance
-# watching two things at once:
+# events as they arrive.  pyxs reads a connection with watches in a
+# thread of its own too (the channel's drainer), but only while no call
+# is reading it.  The descriptor handed out here is an epoll (Linux) or
+# kqueue (BSD) instance watching two things at once:
 #
 # * the connection itself, readable as soon as XenStore sends anything;
-# * a pipe that holds one byte while events that were already read from
-#   the connection wait in the queue; every method of xs brings it up to
-#   date before returning.
+# * a pipe that holds one byte while events wait in the queue: the
+#   channel sets it as it queues an event, and every method of xs brings
+#   it up to date before returning.
 #
 # Either makes the instance readable, so "readable" means exactly "an
-# event is queued or on its way", and no thread is needed.  The one
-# difference: readiness may also come from a reply that another thread
-# of the same handle is about to read; a check_watch() then simply
-# returns None.
+# event is queued or on its way".  The one difference: readiness may also
+# come from a reply that another thread of the same handle is about to
+# read; a check_watch() then simply returns None.
 
 
 class _Readiness:
@@ -427,7 +426,8 @@ class xs:  # noqa: N801 - the C extension's name
         does this class, with the :exc:`TypeError` as the cause.)
     """
 
-    __slots__ = ("_client", "_generation", "_lock", "_tokens", "_dead", "_readiness")
+    __slots__ = ("_client", "_generation", "_lock", "_tokens", "_dead", "_readiness",
+                 "__weakref__")
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         # The C type cannot be subclassed either.
@@ -451,7 +451,18 @@ class xs:  # noqa: N801 - the C extension's name
         except (TypeError, OverflowError) as e:
             raise SystemError("%r returned a result with an exception set" % (Error,)) from e
         client = _open_client()
-        self._generation = client._channel.generation
+        channel = client._channel
+        self._generation = channel.generation
+        # Like libxenstore, a handle does not outlive its connection.
+        channel.restore_watches = False
+        # A weak reference: the channel's drainer must not keep us alive.
+        handle = weakref.ref(self)
+
+        def event_queued() -> None:
+            this = handle()
+            if this is not None and this._readiness is not None:
+                this._readiness.update(lambda: True)
+        channel.on_event = event_queued
         self._client = client
 
     def __del__(self) -> None:
@@ -779,11 +790,14 @@ class xs:  # noqa: N801 - the C extension's name
                     break
             else:
                 self._tokens.append(token)
+        watch = (raw, _wire_token(token))
         try:
-            self._request(Op.WATCH, raw + b"\0" + _wire_token(token) + b"\0")
+            self._request(Op.WATCH, join_strings(*watch))
         except Error:
             self._forget_token(token)
             raise
+        # From now on the connection is drained (see _Readiness).
+        self._handle()._channel.add_watch(watch)
 
     @_varargs
     def unwatch(self, path: str, token: object, /) -> None:
@@ -798,9 +812,11 @@ class xs:  # noqa: N801 - the C extension's name
         :raises Error: when XenStore refuses (``ENOENT`` for an unknown
             watch).
         """
-        raw = _c_str(path, 1)
+        watch = (_c_str(path, 1), _wire_token(token))
         try:
-            self._request(Op.UNWATCH, raw + b"\0" + _wire_token(token) + b"\0")
+            self._request(Op.UNWATCH, join_strings(*watch))
+            # The C extension has no unwatch filter: queued events stay.
+            self._handle()._channel.remove_watch(watch, drop_events=False)
         finally:
             self._forget_token(token)
 

@@ -275,7 +275,9 @@ def test_an_unresponsive_daemon_times_out(start_daemon, monkeypatch):
     handle.close()
 
 
-def test_no_thread_behind_fileno(real_daemon, node_root):
+def test_fileno_wakes_on_its_own_and_one_thread_drains(real_daemon, node_root):
+    """As with libxenstore, a handle with a watch has one thread of its
+    own that reads events as they come; it goes with the last watch."""
     before = threading.active_count()
     handle = open_handle(compat, real_daemon.socket_path)
     writer = open_handle(compat, real_daemon.socket_path)
@@ -290,6 +292,11 @@ def test_no_thread_behind_fileno(real_daemon, node_root):
         # its own.
         assert select.select([fd], [], [], 5)[0] == [fd]
         assert handle.check_watch() == (node_root + "/x", token)
+        assert threading.active_count() == before + 1
+        handle.unwatch(node_root, token)
+        deadline = time.monotonic() + 10
+        while threading.active_count() > before and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert threading.active_count() == before
     finally:
         handle.close()
