@@ -125,14 +125,14 @@ class Channel:
 
     def __init__(self, connection: FileDescriptorConnection,
                  max_queued_events: Optional[int] = None) -> None:
+        self.connection = connection
+        self._wake_r = self._wake_w = -1
         if max_queued_events is not None and max_queued_events < 1:
             raise ValueError("max_queued_events must be at least 1, not %r"
                              % (max_queued_events,))
-        self.connection = connection
         self.max_queued_events = max_queued_events
         self.restore_watches = True
         self.on_event: Optional[Callable[[], None]] = None
-        self._wake_r = self._wake_w = -1
         self._reset()
         _LIVE_CHANNELS.add(self)
 

@@ -573,13 +573,16 @@ class Client(_ChannelUser):
         raw = encode_path(path)
         if self.tx_id:
             raise error(errno.EALREADY)
+        satisfied: Callable[[Optional[str]], object]
         if callable(condition):
             satisfied = condition
         elif condition is None:
             satisfied = _is_none
         else:
             expected = to_text(encode_value(condition))
-            satisfied = expected.__eq__
+
+            def satisfied(value: Optional[str]) -> bool:
+                return value == expected
         deadline = None if timeout is None else time.monotonic() + timeout
         token = "pyxs-wait-for-%d-%d" % (os.getpid(), next(_wait_tokens))
         with self.monitor() as monitor:

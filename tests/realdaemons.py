@@ -530,20 +530,27 @@ _OXENSTORED_SH = 'mount --bind "$1/run" /run && exec "$2" --config-file "$1/oxen
 
 
 def start(kind: str, workdir: Union[str, Path], trace: bool = False,
-          timeout: float = 20.0, extra_args: Sequence[str] = ()) -> Daemon:
+          timeout: float = 20.0, extra_args: Sequence[str] = (),
+          rundir: Optional[Path] = None) -> Daemon:
     """Start a fresh ``kind`` daemon ("xenstored" or "oxenstored") with a
     private run directory under ``workdir``; return once its socket
     accepts connections.
 
     ``trace=True`` makes C xenstored write a trace of every message to
     ``rundir/trace.log`` (oxenstored always writes ``access.log``).
+    ``rundir`` reuses the run directory of an earlier daemon, which has
+    exited: the new one listens on the same socket path, as a daemon
+    restarted on a host does (see :func:`restart`).
     Raises :class:`Unavailable` when this machine cannot run it and
     :class:`DaemonError` (with the daemon's log) when it fails to start.
     """
     binary = _daemon_binary(kind)
     preload = preload_library()
     libs = lib_dir()
-    rundir, owns = _make_rundir(kind, Path(workdir))
+    if rundir is None:
+        rundir, owns = _make_rundir(kind, Path(workdir))
+    else:
+        owns = False
 
     env = dict(os.environ)
     env["LD_PRELOAD"] = str(preload)
@@ -569,7 +576,7 @@ def start(kind: str, workdir: Union[str, Path], trace: bool = False,
             )
         if shutil.which("unshare") is None:
             raise Unavailable("unshare not found: apt-get install util-linux")
-        (rundir / "run" / "xenstored").mkdir(parents=True)
+        (rundir / "run" / "xenstored").mkdir(parents=True, exist_ok=True)
         (rundir / "oxenstored.conf").write_text(_OXENSTORED_CONF.format(d=rundir))
         socket_path = rundir / "run" / "xenstored" / "socket"
         extra_logs = [rundir / "xenstored.log"]
@@ -595,6 +602,19 @@ def start(kind: str, workdir: Union[str, Path], trace: bool = False,
         daemon.stop(timeout=3)
         raise
     return daemon
+
+
+def restart(daemon: Daemon) -> Daemon:
+    """Kill *daemon* and start a fresh one of the same kind on the same
+    socket path (with an empty tree, as after a host's daemon restart).
+    The caller stops the new daemon; the old one's run directory is kept
+    until then."""
+    daemon.kill()
+    owns, daemon._owns_rundir = daemon._owns_rundir, False
+    daemon.stop()
+    fresh = start(daemon.kind, daemon.rundir.parent, rundir=daemon.rundir)
+    fresh._owns_rundir = owns
+    return fresh
 
 
 def _wait_for_socket(daemon: Daemon, timeout: float) -> None:
