@@ -16,6 +16,7 @@ waiting after a few seconds.
 
 import collections
 import errno
+import random
 import re
 import signal
 import socket
@@ -332,6 +333,11 @@ def _wrong_type(peer, reads):
     peer.wait_for_close()
 
 
+def _wrong_transaction(peer, reads):
+    peer.send(Packet(Op.READ, b"value\0", rq_id=reads[0].rq_id, tx_id=77))
+    peer.wait_for_close()
+
+
 def _unknown_type(peer, reads):
     peer.send(HEADER.pack(999, reads[0].rq_id, 0, 3) + b"OK\0")
     peer.wait_for_close()
@@ -355,6 +361,8 @@ FAULTS = {
     "oversized": (_oversized, 10, UnexpectedPacket, r"5000.*4096", True),
     "unknown-id": (_unknown_id, 10, UnexpectedPacket, r"4242.*never made", True),
     "wrong-type": (_wrong_type, 10, UnexpectedPacket, r"WRITE.*READ", True),
+    "wrong-transaction": (_wrong_transaction, 10, UnexpectedPacket,
+                          r"transaction id 77.*made with 0", True),
     "unknown-type": (_unknown_type, 10, UnexpectedPacket, r"unknown type 999", True),
     "malformed-event": (_malformed_event, 10, UnexpectedPacket,
                         r"malformed watch event", True),
@@ -754,3 +762,86 @@ def test_reader_takes_the_lock_back_when_a_signal_handler_raises():
     assert isinstance(_relock(lock), KeyboardInterrupt)
     assert lock.attempts == 2
     assert _relock(threading.Lock()) is None
+
+
+# ------------------------------------------------------------ fuzzed replies
+
+def _fuzz_reply(rng, request):
+    """A random, well-framed reply to *request*: mostly of its own type,
+    id and transaction, with a payload of random NUL-separated words."""
+    op = request.op if rng.random() < 0.7 else rng.choice(list(Op))
+    rq_id = request.rq_id if rng.random() < 0.95 else rng.randrange(2 ** 32)
+    tx_id = request.tx_id if rng.random() < 0.95 else rng.randrange(2 ** 32)
+    words = [rng.choice([b"OK", b"ENOENT", b"EAGAIN", b"E2BIG", b"T", b"F", b"0", b"1",
+                         b"4294967296", b"-3", b"", b"/a", b"child",
+                         bytes(rng.randrange(256) for _ in range(rng.randrange(8)))])
+             for _ in range(rng.randrange(4))]
+    payload = b"\0".join(words) + (b"\0" if rng.random() < 0.8 else b"")
+    return HEADER.pack(op, rq_id, tx_id, len(payload)) + payload
+
+
+def _fuzzer(seed):
+    def script(peer):
+        rng = random.Random(seed * 1000 + peer.index)
+        try:
+            while True:
+                request = peer.next_request()
+                if request is None:
+                    return
+                peer.send(_fuzz_reply(rng, request))
+        except OSError:
+            pass
+    return script
+
+
+def _public_calls(client, rng):
+    """Every public operation of Client and Monitor, with ordinary args."""
+    import itertools
+
+    def in_transaction(t):
+        t.write("/t", "1")
+        return t.read("/t")
+    return [
+        lambda: client.read("/a"), lambda: client.read_bytes("/a"),
+        lambda: client.write("/a", "v"), lambda: client.mkdir("/a"),
+        lambda: client.rm("/a"), lambda: client.ls("/a"),
+        lambda: client.get_permissions("/a"), lambda: client.set_permissions("/a", ["b0"]),
+        lambda: client.read_many(["/a", "/b", "/c"]),
+        lambda: list(itertools.islice(client.walk("/"), 20)),
+        lambda: client.get_domain_path(1), lambda: client.is_domain_introduced(1),
+        lambda: client.introduce_domain(1, 2, 3), lambda: client.release_domain(1),
+        lambda: client.resume_domain(1), lambda: client.set_target(1, 2),
+        lambda: (client.transaction_start(), client.transaction_end(rng.random() < 0.5)),
+        lambda: client.transaction().transaction_end(),
+        lambda: client.run_in_transaction(in_transaction, attempts=2),
+        lambda: client.watch("/w", "t%d" % rng.randrange(3)),
+        lambda: client.unwatch("/w", "t%d" % rng.randrange(3)),
+        lambda: client.wait(timeout=0),
+        lambda: client.wait_for("/a", "x", timeout=0.01),
+    ]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_fuzzed_replies_only_ever_raise_pyxs_errors(server, seed):
+    """A daemon that answers every request with random (well-framed)
+    replies: every call returns, or raises a PyXSError subclass (or, for
+    wait_for, the TimeoutError it documents), within its timeout."""
+    srv = server(*[_fuzzer(seed)] * 10000)
+    rng = random.Random(seed)
+    # A reply of the type WATCH_EVENT leaves its request unanswered: such
+    # calls time out, so the timeout is short.
+    client = Client(unix_socket_path=srv.path, socket_timeout=0.5)
+    calls = _public_calls(client, rng)
+    outcomes = collections.Counter()
+    try:
+        for _ in range(1000):
+            call = rng.choice(calls)
+            if client.tx_id and rng.random() < 0.5:
+                call = client.transaction_end
+            result, error = Call(call).outcome()
+            if error is not None and not isinstance(error, PyXSError):
+                assert isinstance(error, TimeoutError) and call is calls[-1], repr(error)
+            outcomes["raised" if error else "returned"] += 1
+    finally:
+        client.close()
+    assert outcomes["raised"] and outcomes["returned"], outcomes
