@@ -322,6 +322,24 @@ def proxy(xenstore, tmp_path):
     p.close()
 
 
+def test_unread_watch_sends_nothing_and_uses_no_cpu(proxy, client, root):
+    """Nobody waits: the thread that drains the connection sleeps too."""
+    monitor = Monitor(UnixSocketConnection(proxy.path, 10))
+    try:
+        monitor.watch(root, "unread")
+        expect(monitor, (root, "unread"))
+        sent = proxy.up
+        cpu = time.process_time()
+        time.sleep(1.5)
+        used = time.process_time() - cpu
+        assert used < 0.1, "an unread watch used %.3fs of CPU in 1.5s" % used
+        assert proxy.up == sent, "an unread watch sent %d bytes" % (proxy.up - sent)
+        client.write(root + "/x", "1")
+        expect(monitor, (root + "/x", "unread"))
+    finally:
+        monitor.close()
+
+
 def test_idle_wait_sends_nothing_and_uses_no_cpu(proxy, client, root, record_property):
     monitor = Monitor(UnixSocketConnection(proxy.path, 10))
     try:

@@ -7,6 +7,7 @@ gives the child a connection of its own; and ``Client.wait_for``.
 Each runs on both real daemons and on the emulator.
 """
 
+import logging
 import os
 import threading
 import time
@@ -117,7 +118,8 @@ def test_max_queued_events_must_be_positive():
 # ------------------------------------------------------------------ restarts
 
 @pytest.mark.parametrize("kind", realdaemons.KINDS)
-def test_watches_survive_a_daemon_restart(start_daemon, kind):
+def test_watches_survive_a_daemon_restart(start_daemon, kind, caplog):
+    caplog.set_level(logging.DEBUG, logger="pyxs")
     daemon = start_daemon(kind)
     monitor = Client(unix_socket_path=daemon.socket_path, socket_timeout=20).monitor()
     fresh = None
@@ -132,6 +134,10 @@ def test_watches_survive_a_daemon_restart(start_daemon, kind):
         with Client(unix_socket_path=fresh.socket_path, socket_timeout=10) as writer:
             writer.write("/restart/after", "1")
         assert monitor.wait(timeout=10) == Event("/restart/after", "r")
+        # The pyxs logger told the story.
+        messages = [r.getMessage() for r in caplog.records if r.name == "pyxs"]
+        assert any("ended" in m for m in messages), messages
+        assert any("registering 1 watch(es) again" in m for m in messages), messages
     finally:
         monitor.close()
         if fresh is not None:
