@@ -56,6 +56,9 @@ from .helpers import error
 __all__ = ["Channel", "Slot", "SPIN_SECONDS", "DRAIN_DELAY", "covers", "forget_parent_after_fork"]
 
 log = logging.getLogger("pyxs")
+# Silent unless the application configures logging (no "last resort"
+# output on stderr).
+log.addHandler(logging.NullHandler())
 
 #: How long a caller waiting for a reply keeps checking for it, yielding
 #: the CPU between checks, before it goes to sleep.  A reply usually comes
