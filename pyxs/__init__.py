@@ -12,13 +12,13 @@ from ._compat import xs
 from ._internal import Event, Op, Packet
 from .client import Client, Monitor
 from .connection import UnixSocketConnection, XenBusConnection
-from .exceptions import (ConnectionError, InvalidOperation, InvalidPath, InvalidPayload,
-                         InvalidPermission, PyXSError, Timeout, UnexpectedPacket)
+from .exceptions import (ConnectionError, EventsDropped, InvalidOperation, InvalidPath,
+                         InvalidPayload, InvalidPermission, PyXSError, Timeout, UnexpectedPacket)
 
 __all__ = [
     "Client", "Monitor", "UnixSocketConnection", "XenBusConnection", "Event", "Op", "Packet",
     "PyXSError", "InvalidOperation", "InvalidPayload", "InvalidPath", "InvalidPermission",
-    "ConnectionError", "UnexpectedPacket", "Timeout", "xs",
+    "ConnectionError", "UnexpectedPacket", "Timeout", "EventsDropped", "xs",
 ]
 
 __version__ = "0.5.0"
