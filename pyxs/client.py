@@ -23,7 +23,7 @@ from ._channel import Channel, Slot, forget_parent_after_fork
 from ._internal import Event, Op, join_strings, split_strings
 from .connection import (FileDescriptorConnection, UnixSocketConnection,
                          XenBusConnection, default_socket_path, default_xenbus_path)
-from .exceptions import InvalidPayload, PyXSError, UnexpectedPacket
+from .exceptions import ConnectionError, InvalidPayload, PyXSError, UnexpectedPacket
 from .helpers import (Text, encode_number, encode_path, encode_perms, encode_token,
                       encode_value, encode_watch_path, error, to_bytes, to_text)
 
