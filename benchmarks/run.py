@@ -20,7 +20,11 @@ the machine hits all of them alike:
 * reading a whole tree (values and children) with ``Client.walk`` and
   ``Client.read_many``, against ``xenstore-ls -f`` and a recursive loop
   over ``xen.lowlevel.xs``;
-* watch events received per second while another process writes.
+* watch events received per second while another process writes;
+* the same with the watcher busy elsewhere (taking no event) until the
+  writer, writing one node at a time, is done: the writer's slowest
+  write (a daemon holding unread events may stall it) and the events
+  received per second over the whole burst.
 
 It prints the environment and ONE table; ``--output FILE`` also writes
 the table as reStructuredText.  Needs CPython 3.11 (for Xen's C
@@ -118,6 +122,28 @@ def writer_main(sock_path, wpath, n):
         print(json.dumps({"elapsed": perf_counter() - t0}), flush=True)
 
 
+def burst_writer_main(sock_path, wpath, n):
+    """The burst benchmark's writer process: like the watch writer, but
+    one write at a time, timing each (a daemon that stalls the writer
+    while a watcher's events pile up shows as the slowest write)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(sock_path)
+        _write_on(sock, writer_items(wpath, n))
+        items = writer_items(wpath, n, b"new value")
+        print("ready", flush=True)
+        if sys.stdin.readline().strip() != "go":
+            return
+        # A stalled daemon must not hang the benchmark.
+        sock.settimeout(60)
+        worst = 0.0
+        t0 = perf_counter()
+        for i in range(n):
+            start = perf_counter()
+            _write_on(sock, items[i:i + 1], depth=1)
+            worst = max(worst, perf_counter() - start)
+        print(json.dumps({"elapsed": perf_counter() - t0, "worst": worst}), flush=True)
+
+
 def helper_env():
     """Environment for helper processes: no PYTHONPATH, so that the 0.4.1
     worker imports the installed pyxs and not the checkout's."""
@@ -127,17 +153,19 @@ def helper_env():
     return env
 
 
-def timed_watch(sock_path, wpath, n, receiver, timeout):
+def timed_watch(sock_path, wpath, n, receiver, timeout, burst=False):
     """Start a writer process; once it is ready, let *receiver* watch
     *wpath* (and take XenStore's first event), then time from the "go"
     (right before the first write) to the last of *n* events received.
+    With *burst*, the receiver is busy elsewhere (takes no event) until
+    the writer, writing one node at a time, has finished.
 
     *receiver* has ``watch(wpath)``, ``receive(n, timeout) -> count`` and
     ``close()``; the CPU time is this process's own (all its threads).
     """
     writer = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--_writer", sock_path, wpath,
-         str(n)],
+        [sys.executable, os.path.abspath(__file__), "--_burst_writer" if burst else "--_writer",
+         sock_path, wpath, str(n)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=helper_env())
     try:
         if writer.stdout.readline().strip() != "ready":
@@ -146,10 +174,13 @@ def timed_watch(sock_path, wpath, n, receiver, timeout):
         cpu0, t0 = process_time(), perf_counter()
         writer.stdin.write("go\n")
         writer.stdin.flush()
+        if burst:
+            out, _ = writer.communicate(timeout=timeout)
         got = receiver.receive(n, timeout)
         wall, cpu = perf_counter() - t0, process_time() - cpu0
-        out, _ = writer.communicate(timeout=timeout)
-        writer_elapsed = json.loads(out.strip().splitlines()[-1])["elapsed"]
+        if not burst:
+            out, _ = writer.communicate(timeout=timeout)
+        written = json.loads(out.strip().splitlines()[-1])
     finally:
         if writer.poll() is None:
             writer.kill()
@@ -157,7 +188,8 @@ def timed_watch(sock_path, wpath, n, receiver, timeout):
         receiver.close()
     if got != n:
         raise RuntimeError("received %d of %d watch events within %ss" % (got, n, timeout))
-    return {"wall": wall, "cpu": cpu, "writer": writer_elapsed}
+    return {"wall": wall, "cpu": cpu, "writer": written["elapsed"],
+            "worst": written.get("worst")}
 
 
 class Watchdog:
@@ -225,9 +257,10 @@ def worker041_main(sock_path):
             count = sum(1 for _ in client.walk(cmd["top"].encode()))
             result = {"wall": perf_counter() - t0, "cpu": process_time() - c0,
                       "count": count}
-        elif what == "watch":
+        elif what in ("watch", "burst"):
             result = timed_watch(sock_path, cmd["wpath"], cmd["n"],
-                                 _Receiver041(client, sock_path), cmd["timeout"])
+                                 _Receiver041(client, sock_path), cmd["timeout"],
+                                 burst=what == "burst")
         else:
             raise SystemExit("unknown command %r" % what)
         print(json.dumps(result), flush=True)
@@ -602,6 +635,7 @@ def run(args, log):
                 # Watch rounds are short, and the noisiest (three busy
                 # processes on the machine): twice as many of them.
                 bench.watch(n_events, 2 * rounds, timeout)
+                bench.watch(n_events, rounds, timeout, burst=True)
             finally:
                 if old is not None:
                     old.close()
@@ -828,23 +862,29 @@ class Bench:
             start = results.samples[("tree", "walk", "xenstore-ls start", where)][-1]
             results.add(("tree", "walk", "xenstore-ls net", where), max(full - start, 1e-6))
 
-    def watch(self, n, rounds, timeout):
+    def watch(self, n, rounds, timeout, burst=False):
+        """Watch events received while another process writes; with
+        *burst*, the receiver takes none until the writer has finished
+        (keys "burst..." instead of "watch...")."""
         daemon, results = self.daemon, self.results
-        for r, where in self._rounds("watch", rounds):
+        kind = "burst" if burst else "watch"
+        for r, where in self._rounds(kind, rounds):
             for impl in rotate(self.impls, r):
                 # The same nodes every time: each round has a new watch (on
                 # a new connection) and drains all its events.
-                wpath = "/bench/watch"
+                wpath = "/bench/" + kind
                 if impl == OLD:
-                    res = self.old.call(cmd="watch", wpath=wpath, n=n, timeout=timeout)
+                    res = self.old.call(cmd=kind, wpath=wpath, n=n, timeout=timeout)
                 else:
                     receiver = (PyxsReceiver(self.client) if impl == PYXS
                                 else LowlevelReceiver(self.realdaemons, daemon))
-                    res = timed_watch(daemon.socket_path, wpath, n, receiver, timeout)
-                results.add(("watch", impl, where), n / res["wall"])
-                results.add(("watchcpu", impl, where), res["cpu"] / n * 1e6)
-                results.add(("watchwriter", impl, where), res["writer"] * 1e3)
-                results.add(("watchwall", impl, where), res["wall"] * 1e3)
+                    res = timed_watch(daemon.socket_path, wpath, n, receiver, timeout, burst)
+                results.add((kind, impl, where), n / res["wall"])
+                results.add((kind + "cpu", impl, where), res["cpu"] / n * 1e6)
+                results.add((kind + "writer", impl, where), res["writer"] * 1e3)
+                results.add((kind + "wall", impl, where), res["wall"] * 1e3)
+                if burst:
+                    results.add(("burstworst", impl, where), res["worst"] * 1e3)
 
 
 # ---------------------------------------------------------------- the table
@@ -895,6 +935,12 @@ def table_rows(results, placements, nodes, n_events):
     for other in (LOW, OLD):
         row("watch, client CPU", "us/event", ("watchcpu", PYXS), other,
             ("watchcpu", other), False)
+    for other in (LOW, OLD):
+        row("burst, watcher busy: slowest write", "ms", ("burstworst", PYXS), other,
+            ("burstworst", other), False)
+    for other in (LOW, OLD):
+        row("burst, watcher busy: events", "events/s", ("burst", PYXS), other,
+            ("burst", other), True)
     return rows
 
 
@@ -1004,6 +1050,8 @@ def main(argv=None):
         return worker041_main(argv[1])
     if argv[:1] == ["--_writer"]:
         return writer_main(argv[1], argv[2], int(argv[3]))
+    if argv[:1] == ["--_burst_writer"]:
+        return burst_writer_main(argv[1], argv[2], int(argv[3]))
 
     parser = argparse.ArgumentParser(
         description="Benchmark pyxs against xen.lowlevel.xs, pyxs %s and "

@@ -29,7 +29,8 @@ ROWS += [("walk 1000 nodes, client CPU", other)
 ROWS += [("1000 values, Client.read_many", other)
          for other in ("xen.lowlevel.xs read loop", "xenstore-ls -f less its start")]
 ROWS += [(bench, other)
-         for bench in ("watch, 1000 events", "watch, client CPU")
+         for bench in ("watch, 1000 events", "watch, client CPU",
+                       "burst, watcher busy: slowest write", "burst, watcher busy: events")
          for other in ("xen.lowlevel.xs", "pyxs 0.4.1")]
 
 
