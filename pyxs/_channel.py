@@ -76,6 +76,10 @@ SPIN_SECONDS = 50e-6
 #: starts refusing service after about 2,000).
 DRAIN_DELAY = 0.01
 
+#: How long a caller waits for the drainer to step aside past its own
+#: deadline (it does so as soon as it is scheduled).
+_DRAINER_GRACE = 1.0
+
 #: Who holds the reading role.
 _CALLER, _DRAINER = "caller", "drainer"
 
@@ -468,10 +472,12 @@ class Channel:
                 if not self._drainer_yield:
                     self._drainer_yield = True
                     self._poke()
-                # It lets go at once: wait for it even past the deadline,
-                # so that what has arrived meanwhile is read (a zero
-                # timeout means "what is there now", not "nothing").
-                self._wait(self._deadline())
+                # It lets go at once: wait for it even a little past the
+                # deadline, so that what has arrived meanwhile is read (a
+                # zero timeout means "what is there now", not "nothing").
+                grace = time.monotonic() + _DRAINER_GRACE
+                if not self._wait(None if deadline is None else max(deadline, grace)):
+                    return done()
                 continue
             if self._reader is not None or self._state is not _State.OPEN:
                 if not self._wait(deadline):

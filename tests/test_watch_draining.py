@@ -21,10 +21,11 @@ from threaded import InThread
 from pyxs import Client, Event
 from pyxs.exceptions import EventsDropped, PyXSError
 
-#: Writes in a burst, as the issue that asked for draining measured it,
-#: spread over a few nodes (each write is an event all the same).
+#: Writes in a burst, as the issue that asked for draining measured it.
+#: Each to a node of its own: C xenstored 4.17 drops an event identical to
+#: one it still holds for the same connection (XSA-326), so rewriting a few
+#: nodes would lose events in the daemon whenever the receiver lags.
 BURST = 20000
-NODES = 200
 
 
 class Worker(InThread):
@@ -44,17 +45,29 @@ def _writer(socket_path, paths):
 
 def _take(waiter, count):
     """The next *count* events of *waiter* (a Monitor or a Client)."""
-    return [waiter.wait(timeout=30) for _ in range(count)]
+    events = []
+    for _ in range(count):
+        event = waiter.wait(timeout=30)
+        assert event is not None, "no event %d of %d within 30s" % (len(events), count)
+        events.append(event)
+    return events
+
+
+def _remove(socket_path, root):
+    """Remove a large subtree (the fixture's own clean-up allows 5 s)."""
+    with Client(unix_socket_path=socket_path, socket_timeout=120) as c:
+        c.rm(root)
 
 
 def test_unread_monitor_never_slows_a_writer(xenstore, client, root):
-    paths = ["%s/%d" % (root, i % NODES) for i in range(BURST)]
+    paths = ["%s/%d" % (root, i) for i in range(BURST)]
     with client.monitor() as monitor:
         monitor.watch(root, "burst")
         # Nobody waits on the monitor while the other client writes.
         worst = Worker(_writer, xenstore.socket_path, paths).value()
         assert worst < 1.0, "a write took %.2fs while a watcher slept" % worst
         events = _take(monitor, BURST + 1)
+    _remove(xenstore.socket_path, root)
     assert events[0] == Event(root, "burst")
     assert [e.path for e in events[1:]] == paths
     assert {e.token for e in events} == {"burst"}
@@ -63,7 +76,7 @@ def test_unread_monitor_never_slows_a_writer(xenstore, client, root):
 def test_unread_watch_on_a_busy_client_never_slows_a_writer(xenstore, client, root):
     """The watch is on a client that keeps calling meanwhile: its calls
     are answered, and none of the events is lost."""
-    paths = ["%s/w/%d" % (root, i % NODES) for i in range(BURST)]
+    paths = ["%s/w/%d" % (root, i) for i in range(BURST)]
     client.write(root + "/mine", "0")
     client.watch(root + "/w", "own")
     writer = Worker(_writer, xenstore.socket_path, paths)
@@ -75,6 +88,8 @@ def test_unread_watch_on_a_busy_client_never_slows_a_writer(xenstore, client, ro
     assert worst < 1.0, "a write took %.2fs while a watcher was busy" % worst
     assert calls > 0
     events = _take(client, BURST + 1)
+    client.unwatch(root + "/w", "own")
+    _remove(xenstore.socket_path, root)
     assert events[0] == Event(root + "/w", "own")
     assert [e.path for e in events[1:]] == paths
 
