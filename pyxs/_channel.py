@@ -97,6 +97,10 @@ class _State(enum.Enum):
     BROKEN = "broken"
 
 
+# The states as plain names: the request path tests them on every call.
+_IDLE, _OPEN, _RETIRING, _BROKEN = _State.IDLE, _State.OPEN, _State.RETIRING, _State.BROKEN
+
+
 class Slot:
     """Where the reply to one request lands."""
 
@@ -153,7 +157,7 @@ class Channel:
         self._decoder = PacketDecoder()
         self._pending: Dict[int, Slot] = {}
         self._next_id = 0
-        self._state = _State.IDLE
+        self._state = _IDLE
         self._fault = ConnectionError("not connected to %r" % self.connection.path)
         #: Bumped each time a connection ends: transactions made on an
         #: older generation are gone.
@@ -208,19 +212,19 @@ class Channel:
     # Connecting and failing, with the lock held.
 
     def _connect(self, deadline: float) -> None:
-        while self._state is _State.RETIRING:
+        while self._state is _RETIRING:
             if not self._wait(deadline):
                 raise Timeout("timed out waiting for the reader of %r to let go"
                               % self.connection.path)
-        if self._state is _State.OPEN:
+        if self._state is _OPEN:
             return
-        reconnecting = self._state is _State.BROKEN
+        reconnecting = self._state is _BROKEN
         self.connection.connect()
         self._poll = select.poll()
         self._poll.register(self.connection.fileno(), select.POLLIN)
         self._poll.register(self._wake_r, select.POLLIN)
         self._decoder = PacketDecoder()
-        self._state = _State.OPEN
+        self._state = _OPEN
         log.debug("connected to %r%s", self.connection.path,
                   " again" if reconnecting else "")
         if self.watches:
@@ -258,7 +262,7 @@ class Channel:
     def _fail(self, fault: ConnectionError) -> None:
         """End the connection: every pending request and every waiter
         gets *fault*; watches are restored on a new connection."""
-        if self._state is not _State.OPEN:
+        if self._state is not _OPEN:
             return
         log.debug("connection to %r ended: %s", self.connection.path, fault)
         self.generation += 1
@@ -268,7 +272,7 @@ class Channel:
         self._pending.clear()
         if self._reader is not None:
             # The reader may be polling the descriptor: let it close it.
-            self._state = _State.RETIRING
+            self._state = _RETIRING
             self._poke()
         else:
             self._disconnect()
@@ -281,7 +285,7 @@ class Channel:
     def _disconnect(self) -> None:
         self.connection.disconnect()
         self._poll = None
-        self._state = _State.BROKEN
+        self._state = _BROKEN
 
     def _poke(self) -> None:
         """Wake whoever polls the connection."""
@@ -322,7 +326,7 @@ class Channel:
             # The reader (the drainer, often) closes the descriptor as it
             # lets go; it does so at once, being woken for it.
             deadline = self._deadline()
-            while self._state is _State.RETIRING and self._wait(deadline):
+            while self._state is _RETIRING and self._wait(deadline):
                 pass
 
     def submit(self, requests: Sequence[Tuple[Op, bytes]], tx_id: int = 0,
@@ -342,16 +346,18 @@ class Channel:
             if generation is not None and generation != self.generation:
                 raise ConnectionError("the connection that carried this transaction "
                                       "was lost, and the transaction with it")
-            if self._state is not _State.OPEN:
+            if self._state is not _OPEN:
                 self._connect(self._deadline())
             frames, slots = [], []
+            pending, generation, rq_id = self._pending, self.generation, self._next_id
             for op, payload in requests:
-                rq_id = self._new_id()
-                slot = Slot(op, tx_id, self.generation)
-                self._pending[rq_id] = slot
+                slot = Slot(op, tx_id, generation)
+                pending[rq_id] = slot
                 slots.append(slot)
                 frames.append(HEADER.pack(op, rq_id, tx_id, len(payload)))
                 frames.append(payload)
+                rq_id = (rq_id + 1) & 0xFFFFFFFF
+            self._next_id = rq_id
             self._send(b"".join(frames))
             return slots
 
@@ -371,8 +377,7 @@ class Channel:
                                        % (self.connection.path, self.connection.timeout)))
         if slot.error is not None:
             _raise_copy(slot.error)
-        reply = slot.reply
-        assert reply is not None
+        reply: Packet = slot.reply  # type: ignore[assignment]
         if reply.op is Op.ERROR:
             raise error(reply.payload.rstrip(b"\0"))
         return reply.payload
@@ -410,7 +415,7 @@ class Channel:
                     return self.events.popleft()
                 if self._recovery_failures != failures:
                     _raise_copy(self._fault)
-                if self._state is _State.OPEN:
+                if self._state is _OPEN:
                     generation = self.generation
                     if not self._serve(lambda: bool(self.events or self.dropped)
                                        or self.generation != generation, deadline):
@@ -424,7 +429,7 @@ class Channel:
                     self._drainer_wakeup.notify()
                     if not self._wait(deadline):
                         return None
-                elif self._state is _State.BROKEN:
+                elif self._state is _BROKEN:
                     _raise_copy(self._fault)
                 else:
                     self._connect(self._deadline())
@@ -468,7 +473,11 @@ class Channel:
         :func:`time.monotonic` value, or None for never) passed first.
         With *spin*, a reply is expected soon: see :data:`SPIN_SECONDS`."""
         while not done():
-            if self._reader is _DRAINER:
+            reader = self._reader
+            if reader is None and self._state is _OPEN:
+                if not self._read(deadline, spin, _CALLER):
+                    return done()
+            elif reader is _DRAINER:
                 if not self._drainer_yield:
                     self._drainer_yield = True
                     self._poke()
@@ -478,11 +487,7 @@ class Channel:
                 grace = time.monotonic() + _DRAINER_GRACE
                 if not self._wait(None if deadline is None else max(deadline, grace)):
                     return done()
-                continue
-            if self._reader is not None or self._state is not _State.OPEN:
-                if not self._wait(deadline):
-                    return done()
-            elif not self._read(deadline, spin, _CALLER):
+            elif not self._wait(deadline):
                 return done()
         return True
 
@@ -526,7 +531,7 @@ class Channel:
 
     def _file(self, ready: bool, data: bytes, fault: Optional[ConnectionError]) -> bool:
         """File what the reader got, with the lock held; see :meth:`_read`."""
-        if self._state is _State.RETIRING:
+        if self._state is _RETIRING:
             self._disconnect()
             self._changed.notify_all()
             self._drainer_wakeup.notify()
@@ -541,36 +546,39 @@ class Channel:
         except UnexpectedPacket as e:
             self._fail(e)
             return True
-        path = self.connection.path
         for packet in packets:
             if packet.op is Op.WATCH_EVENT:
                 if packet.payload.count(b"\0") < 2:
                     self._fail(UnexpectedPacket("%r sent a malformed watch event %r"
-                                                % (path, packet.payload)))
+                                                % (self.connection.path, packet.payload)))
                     return True
                 self._queue_event(packet)
                 continue
             slot = self._pending.pop(packet.rq_id, None)
-            problem = None
-            if slot is None:
-                problem = "which was never made"
-            elif packet.op is not slot.op and packet.op is not Op.ERROR:
-                problem = "which was %s" % slot.op.name
-            elif packet.tx_id != slot.tx_id:
-                problem = "with transaction id %d, which was made with %d" % (
-                    packet.tx_id, slot.tx_id)
-            if problem is not None:
-                fault = UnexpectedPacket("%r sent %s for request %d, %s"
-                                         % (path, packet.op.name, packet.rq_id, problem))
-                if slot is not None:
-                    slot.error = fault
-                self._fail(fault)
+            if (slot is None or packet.tx_id != slot.tx_id
+                    or (packet.op is not slot.op and packet.op is not Op.ERROR)):
+                self._mismatch(packet, slot)
                 return True
-            assert slot is not None
             slot.reply = packet
-            if slot.rewatch is not None and packet.op is Op.ERROR:
+            if packet.op is Op.ERROR and slot.rewatch is not None:
                 self._rewatch_refused(slot.rewatch, packet.payload)
         return True
+
+    def _mismatch(self, packet: Packet, slot: Optional[Slot]) -> None:
+        """A reply that does not answer its request: end the connection."""
+        if slot is None:
+            problem = "which was never made"
+        elif packet.op is not slot.op and packet.op is not Op.ERROR:
+            problem = "which was %s" % slot.op.name
+        else:
+            problem = "with transaction id %d, which was made with %d" % (
+                packet.tx_id, slot.tx_id)
+        fault = UnexpectedPacket("%r sent %s for request %d, %s"
+                                 % (self.connection.path, packet.op.name, packet.rq_id,
+                                    problem))
+        if slot is not None:
+            slot.error = fault
+        self._fail(fault)
 
     def _queue_event(self, packet: Packet) -> None:
         if self.max_queued_events is not None and len(self.events) >= self.max_queued_events:
@@ -608,9 +616,9 @@ class Channel:
         with self._lock:
             try:
                 while self.watches and self._drainer is me:
-                    if self._state is _State.OPEN:
+                    if self._state is _OPEN:
                         self._drain_once()
-                    elif self._state is _State.RETIRING or not self._recovery_wanted:
+                    elif self._state is _RETIRING or not self._recovery_wanted:
                         self._drainer_wakeup.wait()
                     else:
                         self._recover()
@@ -639,7 +647,7 @@ class Channel:
         deadline = self._deadline()
         pause = 0.01
         last: Optional[ConnectionError] = None
-        while self.watches and self._state is not _State.OPEN:
+        while self.watches and self._state is not _OPEN:
             try:
                 self._connect(deadline)
                 return
@@ -649,7 +657,7 @@ class Channel:
                 break
             self._drainer_wakeup.wait(pause)
             pause = min(pause * 2, 0.5)
-        if last is not None and self._state is not _State.OPEN and self.watches:
+        if last is not None and self._state is not _OPEN and self.watches:
             fault = ConnectionError("the connection to %r was lost, and no new one could be "
                                     "made within %gs: %s"
                                     % (self.connection.path, self.connection.timeout, last))
