@@ -10,6 +10,13 @@
  * Symbols here are unversioned; the dynamic linker binds the daemons'
  * versioned references (VERS_1.0, VERS_4.17.0) to them all the same.
  *
+ * Made-up guest domains: when XENFAKE_GUESTS names a directory, a test
+ * harness can let the daemons serve an unprivileged domain N without a
+ * hypervisor (see "Guests" below): N's ring page is the file
+ * $XENFAKE_GUESTS/N/page, its event channel is a pair of Unix datagram
+ * sockets, and $XENFAKE_GUESTS/N/dying makes the domain-info calls report
+ * N as dying.
+ *
  * Build: gcc -O2 -shared -fPIC -o libxenfake.so xenfake.c -ldl
  */
 #define _GNU_SOURCE
@@ -20,10 +27,108 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
+
+/* ---- Guests ------------------------------------------------------------
+ * Everything a made-up guest needs lives under $XENFAKE_GUESTS:
+ *   N/page       the 4096-byte XenStore ring page of domain N, mapped
+ *                MAP_SHARED in place of a grant (C xenstored) or foreign
+ *                (oxenstored) mapping, so the harness sees the same bytes;
+ *   N/dying      present: the domain-info calls say N is dying;
+ *   N/notify     a datagram socket the harness binds: every
+ *                xenevtchn_notify() on N's port sends one datagram there;
+ *   evtchn       a datagram socket this library binds as the event-channel
+ *                fd.  A datagram is two native uint32s, (kind, value):
+ *                (0, N) means "domain N notified its port", (1, virq)
+ *                raises that VIRQ (3 = VIRQ_DOM_EXC makes the daemons
+ *                look for dying domains).  xenevtchn_pending() takes one
+ *                datagram and returns the local port it stands for.
+ * Without XENFAKE_GUESTS nothing of this exists and mapping a guest fails
+ * with ENOSYS, as before. */
+#define GUEST_PAGE 4096
+#define MAX_PORTS 1024
+#define MAX_VIRQ 32
+
+enum { KICK_GUEST = 0, KICK_VIRQ = 1 };
+
+static int port_domid[MAX_PORTS];  /* local port -> domid + 1 (0: unbound) */
+static int virq_port[MAX_VIRQ];    /* virq -> local port (0: unbound) */
+
+static int guest_path(char *buf, size_t size, uint32_t domid, const char *leaf)
+{
+    const char *dir = getenv("XENFAKE_GUESTS");
+    int n;
+    if (!dir || !*dir)
+        return -1;
+    if (domid == UINT32_MAX)
+        n = snprintf(buf, size, "%s/%s", dir, leaf);
+    else
+        n = snprintf(buf, size, "%s/%u/%s", dir, domid, leaf);
+    return (n < 0 || (size_t)n >= size) ? -1 : 0;
+}
+
+static int guest_dying(uint32_t domid)
+{
+    char path[256];
+    return guest_path(path, sizeof(path), domid, "dying") == 0 &&
+           access(path, F_OK) == 0;
+}
+
+static void *map_guest_page(uint32_t domid, int prot)
+{
+    char path[256];
+    void *addr;
+    int fd;
+    if (guest_path(path, sizeof(path), domid, "page") != 0) {
+        errno = ENOSYS;
+        return NULL;
+    }
+    fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        errno = ENOSYS; /* no such guest: as without a harness */
+        return NULL;
+    }
+    addr = mmap(NULL, GUEST_PAGE, prot, MAP_SHARED, fd, 0);
+    close(fd);
+    return addr == MAP_FAILED ? NULL : addr;
+}
+
+static int bind_evtchn_socket(void)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    int fd;
+    if (guest_path(addr.sun_path, sizeof(addr.sun_path), UINT32_MAX, "evtchn") != 0)
+        return -1;
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    unlink(addr.sun_path);
+    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void notify_guest(uint32_t domid)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    static int fd = -1;
+    char byte = 1;
+    if (guest_path(addr.sun_path, sizeof(addr.sun_path), domid, "notify") != 0)
+        return;
+    if (fd < 0)
+        fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    /* A full or missing receiver loses the notification, as a masked
+     * event channel would coalesce it: the guest rechecks the ring. */
+    sendto(fd, &byte, 1, MSG_DONTWAIT, (struct sockaddr *)&addr, sizeof(addr));
+}
 
 /* ---- libxenctrl ------------------------------------------------------
  * Both daemons open an xc interface at start-up and refuse to run when
@@ -51,6 +156,8 @@ int xc_domain_getinfo(void *xch, uint32_t first, unsigned max, void *info)
         return 0;
     memset(info, 0, 16);
     memcpy(info, &first, sizeof(first));
+    if (guest_dying(first))
+        ((uint8_t *)info)[8] |= 1; /* the "dying" bit-field comes first */
     return 1;
 }
 
@@ -63,22 +170,27 @@ int xc_domain_getinfolist(void *xch, uint32_t first, unsigned max, void *info)
     (void)xch;
     if (max == 0)
         return 0;
+    uint32_t flags = guest_dying(first) ? 1 : 0; /* XEN_DOMINF_dying */
     memset(info, 0, 8);
     memcpy(info, &id, sizeof(id));
+    memcpy((uint8_t *)info + 4, &flags, sizeof(flags));
     return 1;
 }
 
 /* oxenstored maps an introduced guest's ring page with
- * xc_map_foreign_range. There are no guests: fail with ENOSYS, so that
- * INTRODUCE is answered with an error instead of crashing on the dummy
- * handle. Its OCaml binding then reads xc_get_last_error() to build the
+ * xc_map_foreign_range: a made-up guest's page file, else (no such
+ * guest) fail with ENOSYS, so that INTRODUCE is answered with an error
+ * instead of crashing on the dummy handle. Its OCaml binding then reads xc_get_last_error() to build the
  * message; an all-zero record (code 0, "no error") makes it use errno. */
 void *xc_map_foreign_range(void *xch, uint32_t dom, int size, int prot,
                            unsigned long mfn)
 {
-    (void)xch; (void)dom; (void)size; (void)prot; (void)mfn;
-    errno = ENOSYS;
-    return NULL;
+    (void)xch; (void)mfn;
+    if (size != GUEST_PAGE) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return map_guest_page(dom, prot);
 }
 
 static struct { int code; char message[1024]; } xc_no_error;
@@ -87,8 +199,8 @@ const void *xc_get_last_error(void *xch) { (void)xch; return &xc_no_error; }
 
 /* ---- libxengnttab ----------------------------------------------------
  * C xenstored opens a grant-table handle to map the rings of guests it is
- * told about (INTRODUCE). With no guests there is nothing to map, so
- * mapping fails with ENOSYS and the introduction is refused. */
+ * told about (INTRODUCE): a made-up guest's page file, else nothing to
+ * map, so mapping fails with ENOSYS and the introduction is refused. */
 static int gnttab_dummy;
 
 void *xengnttab_open(void *logger, unsigned flags)
@@ -100,20 +212,21 @@ int xengnttab_close(void *h) { (void)h; return 0; }
 int xengnttab_set_max_grants(void *h, uint32_t n) { (void)h; (void)n; return 0; }
 void *xengnttab_map_grant_ref(void *h, uint32_t domid, uint32_t ref, int prot)
 {
-    (void)h; (void)domid; (void)ref; (void)prot;
-    errno = ENOSYS;
-    return NULL;
+    (void)h; (void)ref;
+    return map_guest_page(domid, prot);
 }
 int xengnttab_unmap(void *h, void *addr, uint32_t count)
 {
-    (void)h; (void)addr; (void)count;
-    return 0;
+    (void)h;
+    return munmap(addr, (size_t)count * GUEST_PAGE);
 }
 
 /* ---- libxenevtchn ----------------------------------------------------
  * The daemons put the event-channel fd into their poll set and only call
- * xenevtchn_pending() when it becomes readable. A non-blocking eventfd
- * that nobody ever signals is a valid fd that stays quiet forever. */
+ * xenevtchn_pending() when it becomes readable. Without guests, a
+ * non-blocking eventfd that nobody ever signals is a valid fd that stays
+ * quiet forever; with XENFAKE_GUESTS, the first handle's fd is the
+ * "evtchn" datagram socket described under "Guests". */
 struct fake_evtchn { int fd; };
 static int next_port = 10;
 
@@ -128,7 +241,14 @@ void *xenevtchn_fdopen(void *logger, int fd, unsigned flags)
 
 void *xenevtchn_open(void *logger, unsigned flags)
 {
-    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    static int socket_taken;
+    int fd = -1;
+    if (!socket_taken) {
+        fd = bind_evtchn_socket();
+        socket_taken = fd >= 0;
+    }
+    if (fd < 0)
+        fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     return fd < 0 ? NULL : xenevtchn_fdopen(logger, fd, flags);
 }
 
@@ -144,18 +264,70 @@ int xenevtchn_close(void *p)
 
 int xenevtchn_fd(void *p) { return ((struct fake_evtchn *)p)->fd; }
 
-/* Binding hands out fresh dummy port numbers; nothing is ever delivered. */
-int xenevtchn_bind_virq(void *h, unsigned virq) { (void)h; (void)virq; return next_port++; }
-int xenevtchn_bind_interdomain(void *h, uint32_t dom, uint32_t port)
+/* Binding hands out fresh port numbers and remembers what each stands
+ * for, so that a harness's datagram can be turned into the right port. */
+static int new_port(void)
 {
-    (void)h; (void)dom; (void)port;
+    if (next_port >= MAX_PORTS) {
+        errno = ENOSPC;
+        return -1;
+    }
     return next_port++;
 }
-int xenevtchn_bind_unbound_port(void *h, uint32_t dom) { (void)h; (void)dom; return next_port++; }
-int xenevtchn_unbind(void *h, uint32_t port) { (void)h; (void)port; return 0; }
-int xenevtchn_notify(void *h, uint32_t port) { (void)h; (void)port; return 0; }
+
+int xenevtchn_bind_virq(void *h, unsigned virq)
+{
+    int port = new_port();
+    (void)h;
+    if (port > 0 && virq < MAX_VIRQ)
+        virq_port[virq] = port;
+    return port;
+}
+int xenevtchn_bind_interdomain(void *h, uint32_t dom, uint32_t port)
+{
+    int local = new_port();
+    (void)h; (void)port;
+    if (local > 0)
+        port_domid[local] = (int)dom + 1;
+    return local;
+}
+int xenevtchn_bind_unbound_port(void *h, uint32_t dom) { (void)h; (void)dom; return new_port(); }
+int xenevtchn_unbind(void *h, uint32_t port)
+{
+    (void)h;
+    if (port < MAX_PORTS)
+        port_domid[port] = 0;
+    return 0;
+}
+int xenevtchn_notify(void *h, uint32_t port)
+{
+    (void)h;
+    if (port < MAX_PORTS && port_domid[port])
+        notify_guest((uint32_t)port_domid[port] - 1);
+    return 0;
+}
 int xenevtchn_unmask(void *h, uint32_t port) { (void)h; (void)port; return 0; }
-int xenevtchn_pending(void *h) { (void)h; errno = EAGAIN; return -1; }
+
+/* One datagram per call. C xenstored aborts when this fails while the fd
+ * was readable, so a datagram naming no bound port still returns a port:
+ * VIRQ_DOM_EXC's, whose only effect is a harmless re-check of domains. */
+int xenevtchn_pending(void *p)
+{
+    struct fake_evtchn *h = p;
+    uint32_t kick[2];
+    int port;
+    if (recv(h->fd, kick, sizeof(kick), MSG_DONTWAIT) != (ssize_t)sizeof(kick)) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (kick[0] == KICK_VIRQ && kick[1] < MAX_VIRQ && virq_port[kick[1]])
+        return virq_port[kick[1]];
+    if (kick[0] == KICK_GUEST)
+        for (port = 0; port < MAX_PORTS; port++)
+            if (port_domid[port] == (int)kick[1] + 1)
+                return port;
+    return virq_port[3];
+}
 
 /* ---- /proc/xen/xsd_port and /proc/xen/xsd_kva -------------------------
  * On a Xen dom0 the kernel publishes the event channel and the shared page
