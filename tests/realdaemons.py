@@ -390,7 +390,9 @@ class Daemon:
     """One running XenStore daemon (see :func:`start`).
 
     Attributes: ``kind``, ``socket_path`` (str), ``pid``, ``rundir`` (Path),
-    ``log_path`` (its stdout/stderr), ``trace_path`` (or None).
+    ``log_path`` (its stdout/stderr), ``trace_path`` (or None),
+    ``guest_dir`` (Path: where made-up guest domains live, see
+    guestring.py and xenfake/README.rst).
     """
 
     def __init__(self, kind, proc, socket_path, rundir, log_path, trace_path,
@@ -403,6 +405,7 @@ class Daemon:
         self._proc = proc
         self._extra_logs = [Path(p) for p in extra_logs]
         self._owns_rundir = owns_rundir
+        self.guest_dir = self.rundir / "guests"
 
     @property
     def pid(self) -> int:
@@ -556,6 +559,10 @@ def start(kind: str, workdir: Union[str, Path], trace: bool = False,
     env["LD_PRELOAD"] = str(preload)
     old = env.get("LD_LIBRARY_PATH")
     env["LD_LIBRARY_PATH"] = str(libs) + (":" + old if old else "")
+    # Made-up guest domains (guestring.py) live here; xenfake binds its
+    # event-channel socket in it.
+    (rundir / "guests").mkdir()
+    env["XENFAKE_GUESTS"] = str(rundir / "guests")
     trace_path = None
     extra_logs = []
 

@@ -45,7 +45,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from .._internal import HEADER, Op
 
-__all__ = ["Frontend", "Handle", "FuseDevice"]
+__all__ = ["Frontend", "Handle", "FuseDevice", "unmount"]
 
 log = logging.getLogger("pyxs.testing")
 
@@ -292,6 +292,18 @@ _MS_NOSUID, _MS_NODEV = 2, 4
 _MNT_DETACH = 2
 
 
+def unmount(mountpoint: str) -> None:
+    """Detach the FUSE file system at *mountpoint*, also when the process
+    that served it is gone."""
+    if os.geteuid() == 0:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.umount2(os.fsencode(mountpoint), _MNT_DETACH)
+        return
+    helper = shutil.which("fusermount3") or shutil.which("fusermount")
+    if helper:
+        subprocess.run([helper, "-u", "-z", mountpoint], capture_output=True, timeout=30)
+
+
 class _Open:
     """The FUSE side of one open: its frontend handle, a blocked read and
     a poll waiting for data."""
@@ -379,14 +391,7 @@ class FuseDevice:
         """Unmount (lazily: opens still alive get errors) and close."""
         if self.mounted:
             self.mounted = False
-            if os.geteuid() == 0:
-                libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-                libc.umount2(os.fsencode(self.mountpoint), _MNT_DETACH)
-            else:
-                helper = shutil.which("fusermount3") or shutil.which("fusermount")
-                if helper:
-                    subprocess.run([helper, "-u", "-z", self.mountpoint],
-                                   capture_output=True, timeout=30)
+            unmount(self.mountpoint)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
