@@ -14,6 +14,7 @@ import socket
 import time
 from typing import Optional
 
+from ._internal import HEADER
 from .exceptions import ConnectionError, Timeout
 
 __all__ = ["UnixSocketConnection", "XenBusConnection", "DEFAULT_TIMEOUT"]
@@ -213,6 +214,24 @@ class XenBusConnection(FileDescriptorConnection):
 
     def __copy__(self) -> "XenBusConnection":
         return type(self)(self.path, self.timeout)
+
+    def send(self, data: bytes, timeout: Optional[float]) -> None:
+        """Write *data*, one message per ``write()``: Linux's device acts
+        on the first message a write completes and drops the rest of it.
+        The messages must be whole (as :class:`~pyxs.client.Client`
+        sends them).
+
+        :raises pyxs.exceptions.Timeout: as for the socket.
+        :raises pyxs.exceptions.ConnectionError: when a write fails, e.g.
+            ``E2BIG`` from Linux for a message over its 4096-byte buffer
+            (header included), or a daemon's refusal of a ``WATCH``.
+        """
+        view = memoryview(data)
+        while view:
+            end = HEADER.size + HEADER.unpack_from(view)[3] if len(view) >= HEADER.size \
+                else len(view)
+            super().send(bytes(view[:end]), timeout)
+            view = view[end:]
 
     def _open(self) -> int:
         try:

@@ -1,0 +1,392 @@
+"""pyxs as an unprivileged guest domain, against Xen 4.17's real daemons.
+
+Each test gets a private C xenstored or oxenstored and a made-up domain 5
+(see guestring.py): the daemon maps its ring page from a file and signals
+it through xenfake's sockets, and the ring is offered as a XenBus device
+file with Linux's rules, one conversation per open.  Dom0 prepares
+``/local/domain/5`` (owned by the guest) and INTRODUCEs the domain.
+"""
+
+import errno
+import os
+import time
+
+import pytest
+
+import guestring
+import realdaemons
+from pyxs import Client, ConnectionError, PyXSError
+from pyxs.connection import XenBusConnection
+
+DOMID = 5
+HOME = "/local/domain/%d" % DOMID
+
+
+def _check_fuse():
+    if os.geteuid() != 0:
+        raise realdaemons.Unavailable(
+            "serving a guest's XenBus device mounts a FUSE file system: run as root")
+    if not os.path.exists("/dev/fuse"):
+        raise realdaemons.Unavailable("/dev/fuse is missing (modprobe fuse)")
+
+
+class Setup:
+    """A daemon, its dom0 client and guest domain 5."""
+
+    def __init__(self, daemon, guest, dom0):
+        self.daemon = daemon
+        self.kind = daemon.kind
+        self.guest = guest
+        self.dom0 = dom0
+
+    def client(self, **kwargs):
+        kwargs.setdefault("socket_timeout", 10)
+        return Client(xen_bus_path=self.guest.device, **kwargs)
+
+    def add_guest(self, domid, tmp_path):
+        """Another made-up domain on the same daemon, introduced."""
+        guest = guestring.Guest(self.daemon, domid, tmp_path).start()
+        self._extra.append(guest)
+        self.dom0.mkdir("/local/domain/%d" % domid)
+        self.dom0.set_permissions("/local/domain/%d" % domid, ["n%d" % domid])
+        guest.introduce(self.dom0)
+        return guest
+
+    _extra = ()
+
+
+@pytest.fixture(params=realdaemons.KINDS)
+def setup(request, start_daemon, tmp_path):
+    realdaemons.require(_check_fuse)
+    daemon = start_daemon(request.param)
+    guest = guestring.Guest(daemon, DOMID, tmp_path).start()
+    dom0 = Client(unix_socket_path=daemon.socket_path, socket_timeout=10)
+    s = Setup(daemon, guest, dom0)
+    s._extra = []
+    try:
+        dom0.connect()
+        dom0.mkdir(HOME)
+        dom0.set_permissions(HOME, ["n%d" % DOMID])
+        guest.introduce(dom0)
+        yield s
+    finally:
+        dom0.close()
+        for g in [guest] + s._extra:
+            g.stop()
+    assert daemon.alive(), daemon.log_tail()
+
+
+def test_relative_paths_and_domain_path(setup):
+    with setup.client() as c:
+        c.write("data/host", "web")
+        assert c.read("data/host") == "web"
+        assert c.ls("data") == ["host"]
+        assert c.ls(HOME) == ["data"]
+        assert c.get_domain_path(DOMID) == HOME
+        assert c.get_domain_path(7) == "/local/domain/7"
+    assert setup.dom0.read(HOME + "/data/host") == "web"
+
+
+def test_a_new_node_is_owned_by_the_guest_and_inherits_the_acl(setup):
+    setup.dom0.set_permissions(HOME, ["n%d" % DOMID, "r0", "w3"])
+    with setup.client() as c:
+        c.write("owned", "x")
+        assert c.get_permissions("owned") == ["n5", "r0", "w3"]
+
+
+def test_permission_rules(setup):
+    d = setup.dom0
+    d.write("/secret", "s")                       # default n0: dom0 only
+    d.write("/public", "p")
+    d.set_permissions("/public", ["n0", "r5"])    # readable by 5
+    d.write("/shared", "v")
+    d.set_permissions("/shared", ["r0", "b5"])    # default letter r, 5 may both
+    d.write("/open", "o")
+    d.set_permissions("/open", ["r0"])           # default letter r for everyone
+    with setup.client() as c:
+        for call in (lambda: c.read("/secret"), lambda: c.write("/secret", "x"),
+                     lambda: c.write("/public", "x"), lambda: c.write("/open", "x"),
+                     lambda: c.set_permissions("/shared", ["n5"]),
+                     lambda: c.introduce_domain(9, 1, 1)):
+            with pytest.raises(PyXSError) as info:
+                call()
+            assert info.value.errno == errno.EACCES
+        assert c.read("/public") == "p"
+        assert c.read("/open") == "o"
+        c.write("/shared", "w")
+        assert c.read("/shared") == "w"
+        # The owner may change the ACL and default letter, but not give
+        # the node away: a new owner is EPERM.
+        c.write("mine", "m")
+        c.set_permissions("mine", ["r5", "w0"])
+        assert c.get_permissions("mine") == ["r5", "w0"]
+        with pytest.raises(PyXSError) as info:
+            c.set_permissions("mine", ["n0", "r5"])
+        # C says EPERM, oxenstored EACCES.
+        assert info.value.errno == {"xenstored": errno.EPERM,
+                                    "oxenstored": errno.EACCES}[setup.kind]
+    assert d.get_permissions(HOME + "/mine") == ["r5", "w0"]
+    assert d.get_permissions("/shared") == ["r0", "b5"]
+
+
+def test_the_watch_filter(setup):
+    d = setup.dom0
+    d.write("/hidden/node", "1")
+    d.write("/seen/node", "1")
+    d.set_permissions("/seen", ["n0", "r5"])
+    d.set_permissions("/seen/node", ["n0", "r5"])
+    with setup.client() as c, c.monitor() as m:
+        m.watch("/hidden", "h")
+        m.watch("/seen", "s")
+        initial = {m.wait(timeout=5), m.wait(timeout=5)}
+        # The initial event comes whatever the permissions.
+        assert {(e.path, e.token) for e in initial} == {("/hidden", "h"), ("/seen", "s")}
+        d.write("/hidden/node", "2")
+        d.write("/seen/node", "2")
+        event = m.wait(timeout=5)
+        assert (event.path, event.token) == ("/seen/node", "s")
+        assert m.wait(timeout=0.5) is None
+
+
+def test_client_and_monitor_on_one_device_are_separate_conversations(setup):
+    with setup.client() as c, c.monitor() as m:
+        m.watch("a", "t")
+        assert m.wait(timeout=5).path == "a"
+        for value in ("1", "2", "3"):
+            c.write("a", value)
+            assert c.read("a") == value
+            assert m.wait(timeout=5).path == "a"
+        assert m.wait(timeout=0.5) is None
+
+
+def test_device_rules_per_open(setup):
+    with setup.client() as c:
+        with c.monitor() as m:
+            # The same watch twice on one open: two watches, two events.
+            m.watch("x", "t")
+            m.watch("x", "t")
+            assert [m.wait(timeout=5).path for _ in range(2)] == ["x", "x"]
+            c.write("x", "1")
+            assert [m.wait(timeout=5).path for _ in range(2)] == ["x", "x"]
+            # UNWATCH of something never watched: OK from the kernel.
+            m.unwatch("never", "watched")
+        # A transaction started on one open is unknown to another.
+        other = setup.client()
+        try:
+            tx_id = c.transaction_start()
+            c.write("t", "1")
+            with pytest.raises(PyXSError) as info:
+                other._channel.call(realdaemons_op("READ"), b"t\0", tx_id=tx_id)
+            assert info.value.errno == errno.ENOENT
+            c.transaction_end(commit=True)
+        finally:
+            other.close()
+
+
+def realdaemons_op(name):
+    from pyxs._internal import Op
+    return Op[name]
+
+
+def test_batched_requests_reach_the_daemon_one_message_per_write(setup):
+    with setup.client() as c:
+        for i in range(40):
+            c.write("many/%d" % i, str(i))
+        assert c.read_many(["many/%d" % i for i in range(40)]) == [str(i) for i in range(40)]
+        assert sorted(p for p, _, _ in c.walk("many")) == sorted(
+            ["many"] + ["many/%d" % i for i in range(40)])
+
+
+def test_a_message_over_the_devices_buffer_fails_the_write(setup):
+    # Linux's device holds 4096 bytes, header included.
+    with setup.client() as c:
+        # One write bigger than the buffer is EINVAL (E2BIG is for a header
+        # announcing more than fits, written on its own).
+        with pytest.raises(ConnectionError, match="Invalid argument"):
+            c.write("big", "x" * (4096 - 16 - len("big\0") + 1))
+        c.write("small", "x")  # the client connects again
+
+
+def test_transactions_and_conflicts(setup):
+    with setup.client() as c, setup.client() as other:
+        with c.transaction():
+            c.write("t/a", "1")
+            c.write("t/b", "2")
+        assert other.read("t/a") == "1"
+        c.transaction_start()
+        c.read("t/a")
+        other.write("t/a", "changed")
+        c.write("t/b", "3")
+        with pytest.raises(PyXSError) as info:
+            c.transaction_end(commit=True)
+        assert info.value.errno == errno.EAGAIN
+        assert other.read("t/b") == "2"
+
+
+def test_quota_errors(setup):
+    # Both daemons let a domain hold 11 transactions (C: "more than 10" is
+    # refused), counted over all opens of the device: they share one ring.
+    clients = [setup.client() for _ in range(12)]
+    try:
+        for k in clients[:11]:
+            k.transaction_start()
+        with pytest.raises(PyXSError) as info:
+            clients[11].transaction_start()
+        assert info.value.errno == errno.ENOSPC
+    finally:
+        for k in clients:
+            k.close()
+    with setup.client() as c:
+        c.write("v", "x" * 2000)
+        if setup.kind == "xenstored":
+            # C limits the whole node record (value, name, permissions).
+            with pytest.raises(PyXSError) as info:
+                c.write("v", "x" * 2030)
+            assert info.value.errno == errno.ENOSPC
+        else:
+            # oxenstored limits the value alone, to 2048 bytes.
+            c.write("v", "x" * 2048)
+            with pytest.raises(PyXSError) as info:
+                c.write("v", "x" * 2049)
+            assert info.value.errno == errno.E2BIG
+
+
+def test_watch_quota_fails_the_write(setup):
+    with setup.client() as c, c.monitor() as m:
+        count = 0
+        with pytest.raises(ConnectionError) as info:
+            for count in range(200):
+                m.watch("w%d" % count, "t")
+        print("%s: watches accepted: %d (%s)" % (setup.kind, count, info.value))
+        assert count == {"xenstored": 129, "oxenstored": 101}[setup.kind]
+        # The device fails the write() with the daemon's error; Linux reads
+        # an error name it does not know (oxenstored's) as EINVAL.
+        assert {"xenstored": "Argument list too long",
+                "oxenstored": "Invalid argument"}[setup.kind] in str(info.value)
+
+
+def test_node_quota(setup):
+    # Spread out: a parent's record lists its children's names, and a
+    # record over 2048 bytes is ENOSPC of its own (at about 530 children).
+    with setup.client() as c:
+        made = 0
+        with pytest.raises(PyXSError) as info:
+            for made in range(1100):
+                c.write("n/%d/%d" % (made // 40, made % 40), "")
+        assert info.value.errno == errno.ENOSPC
+    print("nodes made before ENOSPC:", made)
+    assert 900 <= made <= 1000, made
+
+
+def test_introduce_and_release_fire_the_special_watches(setup, tmp_path):
+    d = setup.dom0
+    with d.monitor() as m:
+        m.watch("@introduceDomain", "i")
+        m.watch("@releaseDomain", "r")
+        assert {m.wait(timeout=5).token, m.wait(timeout=5).token} == {"i", "r"}
+        other = setup.add_guest(8, tmp_path)
+        assert m.wait(timeout=5) == ("@introduceDomain", "i")
+        other.set_dying()
+        assert m.wait(timeout=10) == ("@releaseDomain", "r")
+        deadline = time.monotonic() + 10
+        while d.is_domain_introduced(8) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not d.is_domain_introduced(8)
+        d.release_domain(DOMID)
+        assert m.wait(timeout=10) == ("@releaseDomain", "r")
+
+
+def test_what_a_guest_sees_when_dom0_releases_it(setup):
+    c = setup.client(socket_timeout=2)
+    c.write("before", "1")
+    setup.dom0.release_domain(DOMID)
+    assert not setup.dom0.is_domain_introduced(DOMID)
+    # The daemon stops serving the ring: requests go unanswered.
+    with pytest.raises(ConnectionError):
+        c.read("before")
+    c.close()
+    # The nodes the domain owned went with it.
+    with pytest.raises(PyXSError) as info:
+        setup.dom0.read(HOME + "/before")
+    assert info.value.errno == errno.ENOENT
+
+
+def test_bad_ring_indexes_end_only_that_domains_conversation(setup, tmp_path):
+    other = setup.add_guest(9, tmp_path)
+    with setup.client() as c:
+        c.write("ok", "1")
+        words = setup.guest.words
+        try:
+            words[guestring.REQ_PROD] = (words[guestring.REQ_CONS] + 4000) & 0xFFFFFFFF
+        finally:
+            words.release()
+        setup.guest.notify()
+        c.connection.timeout = 2
+        with pytest.raises(ConnectionError):
+            c.read("ok")
+    assert setup.dom0.read(HOME + "/ok") == "1"
+    with Client(xen_bus_path=other.device, socket_timeout=10) as c9:
+        c9.write("alive", "yes")
+        assert c9.read("alive") == "yes"
+    assert setup.daemon.alive()
+
+
+def test_an_oversized_message_ends_only_that_domains_conversation(setup, tmp_path):
+    import struct
+    other = setup.add_guest(9, tmp_path)
+    with setup.client() as c:
+        c.write("ok", "1")
+        words = setup.guest.words
+        try:
+            prod = words[guestring.REQ_PROD]
+            start = prod % guestring.RING_SIZE
+            header = struct.pack("=IIII", 2, 77, 0, 5000)  # READ of 5000 bytes
+            page = setup.guest.page
+            for i, byte in enumerate(header):
+                page[guestring.REQ + (start + i) % guestring.RING_SIZE] = byte
+            words[guestring.REQ_PROD] = (prod + len(header)) & 0xFFFFFFFF
+        finally:
+            words.release()
+        setup.guest.notify()
+        c.connection.timeout = 2
+        with pytest.raises(ConnectionError):
+            c.read("ok")
+    with Client(xen_bus_path=other.device, socket_timeout=10) as c9:
+        c9.write("alive", "yes")
+        assert c9.read("alive") == "yes"
+    assert setup.dom0.read(HOME + "/ok") == "1"
+    assert setup.daemon.alive()
+
+
+def test_compat_xs_as_the_guest(setup, monkeypatch):
+    from pyxs import _compat
+    monkeypatch.setenv("XENSTORED_PATH", setup.guest.device)
+    handle = _compat.xs()
+    try:
+        handle.write("", "compat", b"value")
+        assert handle.read("", "compat") == b"value"
+        assert handle.get_domain_path(DOMID) == HOME
+        with pytest.raises(_compat.Error) as info:
+            handle.read("", "/tool")
+        assert info.value.args[0] == errno.EACCES
+        handle.watch("compat", "tok")
+        assert list(handle.read_watch()) == ["compat", "tok"]
+    finally:
+        handle.close()
+
+
+def test_xenbus_connection_directly(setup):
+    conn = XenBusConnection(setup.guest.device)
+    conn.connect()
+    try:
+        from pyxs._internal import HEADER, Op
+        conn.send(HEADER.pack(Op.GET_DOMAIN_PATH, 41, 0, 2) + b"5\0", 5)
+        data = b""
+        deadline = time.monotonic() + 5
+        while len(data) < 16 + len(HOME) + 1 and time.monotonic() < deadline:
+            data += conn.read()
+            time.sleep(0.01)
+        assert HEADER.unpack_from(data) == (Op.GET_DOMAIN_PATH, 41, 0, len(HOME) + 1)
+        assert data[16:] == HOME.encode() + b"\0"
+    finally:
+        conn.close()
