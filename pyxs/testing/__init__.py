@@ -3,7 +3,8 @@
 :class:`XenStoreServer` runs a XenStore that lives entirely inside the
 Python process: pure Python, standard library only, no Xen needed.  It
 answers on a Unix socket like the real daemon's, and can also offer a
-pseudo-terminal that behaves like a guest's XenBus device.  Its answers
+guest's XenBus device (one conversation per open, as Linux's) or a
+pseudo-terminal (one conversation in all).  Its answers
 follow Xen 4.17's C ``xenstored`` closely, down to error codes, watch
 event order, transaction conflicts and the generation counts of
 ``DIRECTORY_PART``, so that code tested against it behaves the same
@@ -63,6 +64,15 @@ class XenStoreServer:
         device.
     :param pty_domid: the domain the pseudo-terminal's connection speaks
         for (default 0).
+    :param xenbus_path: also serve a guest's XenBus device: a symbolic
+        link is made at this path (which must not exist) to a file that
+        :class:`~pyxs.connection.XenBusConnection` opens like
+        ``/dev/xen/xenbus``, every open being a conversation of its own
+        as domain *xenbus_domid*, with the rules of Linux's device.  The
+        file lives in a FUSE file system, so this needs Linux and root
+        (or ``fusermount3``).
+    :param xenbus_domid: the domain the XenBus device's ring belongs to
+        (default 1); it counts as introduced while the server runs.
 
     :ivar kind: ``"emulator"``, telling this backend apart from the real
         daemons in test parametrisations.
@@ -70,16 +80,25 @@ class XenStoreServer:
         :meth:`start` when no path was given).
     :ivar pty_path: the pseudo-terminal's path once started with
         ``pty=True``, else None.
+    :ivar xenbus_path: the XenBus device's path, or None.
+    :ivar xenbus_domid: the domain speaking through the XenBus device.
     """
 
     kind = "emulator"
 
     def __init__(self, socket_path: Optional[str] = None, *, pty: bool = False,
-                 pty_domid: int = 0) -> None:
-        if isinstance(pty_domid, bool) or not isinstance(pty_domid, int) \
-                or not 0 <= pty_domid < 0x7FF0:
-            raise ValueError("pty_domid must be a domain id from 0 to 32751, not %r"
-                             % (pty_domid,))
+                 pty_domid: int = 0, xenbus_path: Optional[str] = None,
+                 xenbus_domid: int = 1) -> None:
+        for name, domid in (("pty_domid", pty_domid), ("xenbus_domid", xenbus_domid)):
+            if isinstance(domid, bool) or not isinstance(domid, int) \
+                    or not 0 <= domid < 0x7FF0:
+                raise ValueError("%s must be a domain id from 0 to 32751, not %r"
+                                 % (name, domid))
+        if pty and xenbus_path is not None and pty_domid == xenbus_domid:
+            raise ValueError("the pty and the XenBus device cannot both be domain %d's "
+                             "ring" % pty_domid)
+        self.xenbus_path = None if xenbus_path is None else os.fspath(xenbus_path)  # type: Optional[str]
+        self.xenbus_domid = xenbus_domid
         self._tempdir = None  # type: Optional[str]
         self._own_socket = socket_path is None
         self.socket_path = None if socket_path is None else os.fspath(socket_path)  # type: Optional[str]
@@ -121,7 +140,8 @@ class XenStoreServer:
                 self._tempdir = tempfile.mkdtemp(prefix="pyxs-xenstore-")
                 self.socket_path = os.path.join(self._tempdir, "socket")
             self._store = Store()
-            loop = Loop(self._store, self.socket_path, self._pty, self._pty_domid)
+            loop = Loop(self._store, self.socket_path, self._pty, self._pty_domid,
+                        self.xenbus_path, self.xenbus_domid)
             try:
                 loop.open()
             except BaseException:

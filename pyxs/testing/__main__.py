@@ -1,6 +1,6 @@
 """Serve an emulated XenStore in the foreground.
 
-    python -m pyxs.testing --socket /tmp/xs/socket [--pty [--domid N]]
+    python -m pyxs.testing --socket /tmp/xs/socket [--xenbus PATH | --pty] [--domid N]
 
 prints where it listens and serves until SIGINT or SIGTERM.
 """
@@ -25,8 +25,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--pty", action="store_true",
                         help="also serve a pseudo-terminal standing in for a "
                              "XenBus device")
-    parser.add_argument("--domid", type=int, default=0, metavar="N",
-                        help="the domain the pseudo-terminal speaks for (default 0)")
+    parser.add_argument("--xenbus", metavar="PATH",
+                        help="also serve a guest's XenBus device at PATH (a symbolic "
+                             "link to a FUSE file; each open is its own conversation "
+                             "as domain N; needs root or fusermount3)")
+    parser.add_argument("--domid", type=int, default=None, metavar="N",
+                        help="the domain the XenBus device (default 1) or the "
+                             "pseudo-terminal (default 0) speaks for")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -38,7 +43,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
-            server = XenStoreServer(args.socket, pty=args.pty, pty_domid=args.domid)
+            if args.pty and args.xenbus:
+                raise ValueError("--pty and --xenbus cannot be used together")
+            server = XenStoreServer(
+                args.socket, pty=args.pty,
+                pty_domid=0 if args.domid is None else args.domid,
+                xenbus_path=args.xenbus,
+                xenbus_domid=1 if args.domid is None else args.domid)
             server.start()
         except (OSError, ValueError) as exc:
             print("pyxs.testing: cannot start: %s" % exc, file=sys.stderr)
@@ -46,7 +57,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             print("socket: %s" % server.socket_path)
             if server.pty_path:
-                print("pty: %s (domain %d)" % (server.pty_path, args.domid))
+                print("pty: %s (domain %d)" % (server.pty_path, server._pty_domid))
+            if server.xenbus_path:
+                print("xenbus: %s (domain %d)" % (server.xenbus_path, server.xenbus_domid))
             sys.stdout.flush()
             while not stop.wait(0.5):
                 if not server.running:

@@ -6,6 +6,11 @@ pseudo-terminal in raw mode that stands in for a XenBus device: a client
 opens the terminal's path with ``O_RDWR`` and talks the same framing over
 it, as one domain's ring connection.
 
+With a XenBus path it also serves a guest's XenBus device: a FUSE file
+(see :mod:`pyxs.testing._xenbus`) where every open is its own
+conversation, multiplexed by Linux's rules onto one ring connection of
+the guest's domain, and a symbolic link to it at the path asked for.
+
 Frames are cut with the codec's :data:`~pyxs._internal.HEADER`; the
 store sees every request in arrival order, one at a time.
 """
@@ -15,12 +20,15 @@ import logging
 import os
 import selectors
 import socket
+import shutil
 import stat
+import tempfile
 import tty
 from typing import Dict, List, Optional
 
 from .._internal import HEADER, PAYLOAD_MAX
 from ._store import Connection, Store
+from ._xenbus import Frontend, FuseDevice
 
 __all__ = ["Loop"]
 
@@ -57,8 +65,15 @@ class Loop:
     :meth:`wake` is called after :attr:`stopping` is set, and
     :meth:`close` releases everything."""
 
-    def __init__(self, store: Store, socket_path: str, pty: bool, pty_domid: int) -> None:
+    def __init__(self, store: Store, socket_path: str, pty: bool, pty_domid: int,
+                 xenbus_path: Optional[str] = None, xenbus_domid: int = 0) -> None:
         self.store = store
+        self._xenbus_path = xenbus_path
+        self._xenbus_domid = xenbus_domid
+        self._xenbus = None  # type: Optional[FuseDevice]
+        self._xenbus_conn = None  # type: Optional[Connection]
+        self._xenbus_dir = None  # type: Optional[str]
+        self._ring_out = bytearray()
         self.socket_path = socket_path
         self.pty_path = None  # type: Optional[str]
         self._want_pty = pty
@@ -114,9 +129,59 @@ class Loop:
             # master is the peer's to close.
             self._add_peer(_Peer(self._pty_master, conn, None))
             self._pty_master = -1
+        if self._xenbus_path is not None:
+            self._open_xenbus()
+
+    def _open_xenbus(self) -> None:
+        if os.path.lexists(self._xenbus_path):
+            raise FileExistsError(errno.EEXIST, "already exists", self._xenbus_path)
+        self._xenbus_dir = tempfile.mkdtemp(prefix="pyxs-xenbus-")
+        device = FuseDevice(self._xenbus_dir, "xenbus",
+                            lambda readable: Frontend(self._ring_out.extend, readable))
+        device.mount()
+        self._xenbus = device
+        os.symlink(device.path, self._xenbus_path)
+        self._xenbus_conn = self.store.connect(self._xenbus_domid, socket=False)
+        self._selector.register(device.fileno(), selectors.EVENT_READ, device)
+
+    def _close_xenbus(self) -> None:
+        if self._xenbus is not None:
+            try:
+                self._selector.unregister(self._xenbus.fileno())
+            except (KeyError, ValueError):
+                pass
+            self._xenbus.unmount()
+            self._xenbus = None
+            try:
+                os.unlink(self._xenbus_path)
+            except OSError:
+                pass
+        if self._xenbus_dir is not None:
+            shutil.rmtree(self._xenbus_dir, ignore_errors=True)
+            self._xenbus_dir = None
+
+    def _serve_xenbus(self) -> None:
+        if not self._xenbus.handle():
+            self._close_xenbus()
+            return
+        self._run_ring()
+
+    def _run_ring(self) -> None:
+        """Hand the store the whole messages the device's kernel side
+        put on the ring; replies and events go back through _dispatch."""
+        out = self._ring_out
+        while len(out) >= HEADER.size:
+            op, rq_id, tx_id, size = HEADER.unpack_from(out)
+            if len(out) < HEADER.size + size:
+                break
+            payload = bytes(out[HEADER.size:HEADER.size + size])
+            del out[:HEADER.size + size]
+            self._dispatch(self.store.handle_raw(self._xenbus_conn, op, rq_id, tx_id,
+                                                 payload))
 
     def close(self) -> None:
         """Close every descriptor; the store forgets every connection."""
+        self._close_xenbus()
         for peer in list(self._peers.values()):
             self._drop(peer, notify=False)
         if self._listener is not None:
@@ -157,6 +222,8 @@ class Loop:
             for key, events in self._selector.select():
                 if key.fileobj is self._listener:
                     self._accept()
+                elif key.data is self._xenbus and key.data is not None:
+                    self._serve_xenbus()
                 elif key.fd == self._wake_r:
                     try:
                         while os.read(self._wake_r, 512):
@@ -288,6 +355,9 @@ class Loop:
     def _dispatch(self, output: List) -> None:
         touched = []
         for conn, packet in output:
+            if conn is self._xenbus_conn:
+                self._xenbus.frontend.ring_input(bytes(packet))
+                continue
             peer = self._by_conn.get(conn)
             if peer is None or peer.ignored:
                 continue
@@ -296,6 +366,8 @@ class Loop:
                 touched.append(peer)
         for peer in touched:
             self._writable(peer)
+        if self._ring_out:
+            self._run_ring()  # the device's kernel side answered an event
 
     def _writable(self, peer: _Peer) -> None:
         queued = peer.conn.queued
