@@ -17,6 +17,7 @@ import guestring
 import realdaemons
 from pyxs import Client, ConnectionError, PyXSError
 from pyxs.connection import XenBusConnection
+from pyxs.testing import XenStoreServer
 
 DOMID = 5
 HOME = "/local/domain/%d" % DOMID
@@ -36,6 +37,8 @@ class Setup:
     def __init__(self, daemon, guest, dom0):
         self.daemon = daemon
         self.kind = daemon.kind
+        # The daemon whose answers are expected: the emulator models C's.
+        self.model = "xenstored" if daemon.kind == "emulator" else daemon.kind
         self.guest = guest
         self.dom0 = dom0
 
@@ -55,11 +58,50 @@ class Setup:
     _extra = ()
 
 
-@pytest.fixture(params=realdaemons.KINDS)
-def setup(request, start_daemon, tmp_path):
+class EmulatorGuest:
+    """pyxs.testing's XenBus device for domain 5, in place of a Guest."""
+
+    def __init__(self, tmp_path):
+        self.server = XenStoreServer(xenbus_path=str(tmp_path / "xenbus"), xenbus_domid=DOMID)
+        self.device = self.server.xenbus_path
+
+    def introduce(self, dom0):
+        pass  # the emulator's device domain is introduced from the start
+
+    def stop(self):
+        self.server.stop()
+
+
+def _emulated(tmp_path):
+    guest = EmulatorGuest(tmp_path)
+    guest.server.start()
+    guest.server.alive = lambda: guest.server.running
+    guest.server.log_tail = lambda: "(the emulator's thread stopped)"
+    yield from _setup(guest.server, guest)
+
+
+def _real(kind, start_daemon, tmp_path):
     realdaemons.require(_check_fuse)
-    daemon = start_daemon(request.param)
-    guest = guestring.Guest(daemon, DOMID, tmp_path).start()
+    daemon = start_daemon(kind)
+    yield from _setup(daemon, guestring.Guest(daemon, DOMID, tmp_path).start())
+
+
+@pytest.fixture(params=realdaemons.KINDS + ("emulator",))
+def setup(request, start_daemon, tmp_path):
+    """Domain 5 on each real daemon and on the emulator's XenBus device."""
+    if request.param == "emulator":
+        yield from _emulated(tmp_path)
+    else:
+        yield from _real(request.param, start_daemon, tmp_path)
+
+
+@pytest.fixture(params=realdaemons.KINDS)
+def real(request, start_daemon, tmp_path):
+    """Domain 5 on each real daemon (for what needs the ring itself)."""
+    yield from _real(request.param, start_daemon, tmp_path)
+
+
+def _setup(daemon, guest):
     dom0 = Client(unix_socket_path=daemon.socket_path, socket_timeout=10)
     s = Setup(daemon, guest, dom0)
     s._extra = []
@@ -69,11 +111,12 @@ def setup(request, start_daemon, tmp_path):
         dom0.set_permissions(HOME, ["n%d" % DOMID])
         guest.introduce(dom0)
         yield s
+        survived = daemon.alive()
     finally:
         dom0.close()
         for g in [guest] + s._extra:
             g.stop()
-    assert daemon.alive(), daemon.log_tail()
+    assert survived, daemon.log_tail()
 
 
 def test_relative_paths_and_domain_path(setup):
@@ -124,7 +167,7 @@ def test_permission_rules(setup):
             c.set_permissions("mine", ["n0", "r5"])
         # C says EPERM, oxenstored EACCES.
         assert info.value.errno == {"xenstored": errno.EPERM,
-                                    "oxenstored": errno.EACCES}[setup.kind]
+                                    "oxenstored": errno.EACCES}[setup.model]
     assert d.get_permissions(HOME + "/mine") == ["r5", "w0"]
     assert d.get_permissions("/shared") == ["r0", "b5"]
 
@@ -238,7 +281,7 @@ def test_quota_errors(setup):
             k.close()
     with setup.client() as c:
         c.write("v", "x" * 2000)
-        if setup.kind == "xenstored":
+        if setup.model == "xenstored":
             # C limits the whole node record (value, name, permissions).
             with pytest.raises(PyXSError) as info:
                 c.write("v", "x" * 2030)
@@ -258,11 +301,11 @@ def test_watch_quota_fails_the_write(setup):
             for count in range(200):
                 m.watch("w%d" % count, "t")
         print("%s: watches accepted: %d (%s)" % (setup.kind, count, info.value))
-        assert count == {"xenstored": 129, "oxenstored": 101}[setup.kind]
+        assert count == {"xenstored": 129, "oxenstored": 101}[setup.model]
         # The device fails the write() with the daemon's error; Linux reads
         # an error name it does not know (oxenstored's) as EINVAL.
         assert {"xenstored": "Argument list too long",
-                "oxenstored": "Invalid argument"}[setup.kind] in str(info.value)
+                "oxenstored": "Invalid argument"}[setup.model] in str(info.value)
 
 
 def test_node_quota(setup):
@@ -278,7 +321,8 @@ def test_node_quota(setup):
     assert 900 <= made <= 1000, made
 
 
-def test_introduce_and_release_fire_the_special_watches(setup, tmp_path):
+def test_introduce_and_release_fire_the_special_watches(real, tmp_path):
+    setup = real
     d = setup.dom0
     with d.monitor() as m:
         m.watch("@introduceDomain", "i")
@@ -311,7 +355,8 @@ def test_what_a_guest_sees_when_dom0_releases_it(setup):
     assert info.value.errno == errno.ENOENT
 
 
-def test_bad_ring_indexes_end_only_that_domains_conversation(setup, tmp_path):
+def test_bad_ring_indexes_end_only_that_domains_conversation(real, tmp_path):
+    setup = real
     other = setup.add_guest(9, tmp_path)
     with setup.client() as c:
         c.write("ok", "1")
@@ -331,7 +376,8 @@ def test_bad_ring_indexes_end_only_that_domains_conversation(setup, tmp_path):
     assert setup.daemon.alive()
 
 
-def test_an_oversized_message_ends_only_that_domains_conversation(setup, tmp_path):
+def test_an_oversized_message_ends_only_that_domains_conversation(real, tmp_path):
+    setup = real
     import struct
     other = setup.add_guest(9, tmp_path)
     with setup.client() as c:
