@@ -282,7 +282,7 @@ _OPEN, _READ, _WRITE, _STATFS, _RELEASE = 14, 15, 16, 17, 18
 _FLUSH, _INIT, _OPENDIR, _READDIR, _RELEASEDIR = 25, 26, 27, 28, 29
 _INTERRUPT, _DESTROY, _POLL, _BATCH_FORGET = 36, 38, 40, 42
 
-_FOPEN_DIRECT_IO, _FOPEN_NONSEEKABLE = 1, 4
+_FOPEN_DIRECT_IO, _FOPEN_NONSEEKABLE, _FOPEN_STREAM = 1, 4, 16
 _POLL_SCHEDULE_NOTIFY = 1
 _NOTIFY_POLL = 1
 _ROOT, _FILE = 1, 2
@@ -418,7 +418,11 @@ class FuseDevice:
             if opcode not in (_FORGET, _BATCH_FORGET):  # these get no answer
                 self._answer(unique, -errno.ENOSYS)
             return True
-        method(self, unique, nodeid, args)
+        try:
+            method(self, unique, nodeid, args)
+        except Exception:  # a bug here must not leave the caller hanging
+            log.exception("the XenBus device failed on FUSE request %d", opcode)
+            self._answer(unique, -errno.EIO)
         return opcode != _DESTROY
 
     def _send(self, data: bytes) -> None:
@@ -469,7 +473,10 @@ class FuseDevice:
         opened = _Open(self.frontend.open())
         self._opens[fh] = opened
         self._by_handle[opened.handle] = opened
-        self._answer(unique, 0, struct.pack("=QII", fh, _FOPEN_DIRECT_IO | _FOPEN_NONSEEKABLE, 0))
+        # A stream, as Linux's device: no file position, so a read that
+        # waits does not hold up a write from another thread.
+        flags = _FOPEN_DIRECT_IO | _FOPEN_NONSEEKABLE | _FOPEN_STREAM
+        self._answer(unique, 0, struct.pack("=QII", fh, flags, 0))
 
     def _opendir(self, unique: int, nodeid: int, args: bytes) -> None:
         self._answer(unique, 0, struct.pack("=QII", 0, 0, 0))
