@@ -76,8 +76,11 @@ static int guest_path(char *buf, size_t size, uint32_t domid, const char *leaf)
 static int guest_dying(uint32_t domid)
 {
     char path[256];
-    return guest_path(path, sizeof(path), domid, "dying") == 0 &&
-           access(path, F_OK) == 0;
+    int saved_errno = errno, dying;
+    dying = guest_path(path, sizeof(path), domid, "dying") == 0 &&
+            access(path, F_OK) == 0;
+    errno = saved_errno; /* a successful hypercall leaves errno alone */
+    return dying;
 }
 
 static void *map_guest_page(uint32_t domid, int prot)
@@ -121,6 +124,7 @@ static void notify_guest(uint32_t domid)
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
     static int fd = -1;
     char byte = 1;
+    int saved_errno = errno;
     if (guest_path(addr.sun_path, sizeof(addr.sun_path), domid, "notify") != 0)
         return;
     if (fd < 0)
@@ -128,6 +132,9 @@ static void notify_guest(uint32_t domid)
     /* A full or missing receiver loses the notification, as a masked
      * event channel would coalesce it: the guest rechecks the ring. */
     sendto(fd, &byte, 1, MSG_DONTWAIT, (struct sockaddr *)&addr, sizeof(addr));
+    /* Xen's notify cannot fail this way; C xenstored sends its leftover
+     * errno as the answer to some malformed requests, so leave it as is. */
+    errno = saved_errno;
 }
 
 /* ---- libxenctrl ------------------------------------------------------
