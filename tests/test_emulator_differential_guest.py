@@ -95,10 +95,12 @@ class DeviceConnection:
 
 
 class GuestPair:
-    """C xenstored serving domain 5 and the emulator's device for it."""
+    """A real daemon (C xenstored unless *kind* says otherwise) serving
+    domain 5 and the emulator's device for it."""
 
-    def __init__(self, workdir_factory):
+    def __init__(self, workdir_factory, kind="xenstored"):
         self._factory = workdir_factory
+        self.kind = kind
         self.requests = 0
         self.real = self.guest = self.emu = None
         self.dirty = False
@@ -107,7 +109,7 @@ class GuestPair:
     def _start(self):
         realdaemons.require(_check_fuse)
         work = self._factory.mktemp("guest")
-        self.real = realdaemons.require(realdaemons.start, "xenstored", work)
+        self.real = realdaemons.require(realdaemons.start, self.kind, work)
         self.guest = guestring.Guest(self.real, DOMID, work).start()
         self.emu = XenStoreServer(xenbus_path=str(work / "emulated-xenbus"),
                                   xenbus_domid=DOMID).start()

@@ -336,6 +336,10 @@ def test_introduce_and_release_fire_the_special_watches(real, tmp_path):
         while d.is_domain_introduced(8) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not d.is_domain_introduced(8)
+        # Its nodes went with it.
+        with pytest.raises(PyXSError) as info:
+            d.read("/local/domain/8")
+        assert info.value.errno == errno.ENOENT
         d.release_domain(DOMID)
         assert m.wait(timeout=10) == ("@releaseDomain", "r")
 
