@@ -261,10 +261,6 @@ class Guest:
         """The page as 32-bit words (indexes at REQ_CONS... ERROR)."""
         return memoryview(self._map).cast("I")
 
-    @property
-    def page(self) -> mmap.mmap:
-        return self._map
-
     def introduce(self, dom0, mfn: int = 0xFEFFF, port: int = 1,
                   timeout: float = 10.0) -> None:
         """INTRODUCE the domain through *dom0* (a pyxs Client), then
@@ -294,6 +290,25 @@ class Guest:
         raise VIRQ_DOM_EXC so that the daemon looks."""
         (self.dir / "dying").touch()
         kick(self.evtchn_path, KICK_VIRQ, VIRQ_DOM_EXC)
+
+    def pause(self) -> None:
+        """Stop the guest's kernel (SIGSTOP): nobody reads the ring."""
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self._proc.pid, signal.SIGCONT)
+
+    def put_request(self, message: bytes) -> None:
+        """Write *message* on the request ring behind the kernel's back
+        (pause it first) and publish it; the caller notifies."""
+        words = self.words
+        try:
+            prod = words[REQ_PROD]
+            for i, byte in enumerate(message):
+                self._map[REQ + (prod + i) % RING_SIZE] = byte
+            words[REQ_PROD] = (prod + len(message)) & _MASK
+        finally:
+            words.release()
 
     def stderr(self) -> str:
         """What the guest's ring server reported (after :meth:`stop`)."""

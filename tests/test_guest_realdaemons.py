@@ -9,6 +9,7 @@ file with Linux's rules, one conversation per open.  Dom0 prepares
 
 import errno
 import os
+import struct
 import time
 
 import pytest
@@ -321,6 +322,43 @@ def test_node_quota(setup):
     assert 900 <= made <= 1000, made
 
 
+def test_outstanding_requests_quota(real):
+    """C xenstored stops reading a domain's requests while 20 of its
+    replies wait to be written; oxenstored has no such quota."""
+    setup = real
+    setup.dom0.write(HOME + "/big", "x" * 1000)  # each reply fills the ring
+    request = struct.pack("=IIII", 2, 1000, 0, 4) + b"big\0"
+    count = guestring.RING_SIZE // len(request)
+    words = setup.guest.words
+    try:
+        start = words[guestring.REQ_CONS]
+        setup.guest.pause()
+        try:
+            for _ in range(count):
+                setup.guest.put_request(request)
+            setup.guest.notify()
+            expected = {"xenstored": 21, "oxenstored": count}[setup.kind]
+            deadline = time.monotonic() + 10
+            while (words[guestring.REQ_CONS] - start) // len(request) < expected \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)  # and no further
+            assert (words[guestring.REQ_CONS] - start) // len(request) == expected
+            assert setup.dom0.read(HOME + "/big") == "x" * 1000  # dom0 unaffected
+        finally:
+            setup.guest.resume()
+        # Once the guest reads its replies, the daemon reads the rest.
+        deadline = time.monotonic() + 10
+        while words[guestring.REQ_CONS] - start < count * len(request) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert words[guestring.REQ_CONS] - start == count * len(request)
+    finally:
+        words.release()
+    with setup.client() as c:
+        assert c.read("big") == "x" * 1000
+
+
 def test_introduce_and_release_fire_the_special_watches(real, tmp_path):
     setup = real
     d = setup.dom0
@@ -382,21 +420,11 @@ def test_bad_ring_indexes_end_only_that_domains_conversation(real, tmp_path):
 
 def test_an_oversized_message_ends_only_that_domains_conversation(real, tmp_path):
     setup = real
-    import struct
     other = setup.add_guest(9, tmp_path)
     with setup.client() as c:
         c.write("ok", "1")
-        words = setup.guest.words
-        try:
-            prod = words[guestring.REQ_PROD]
-            start = prod % guestring.RING_SIZE
-            header = struct.pack("=IIII", 2, 77, 0, 5000)  # READ of 5000 bytes
-            page = setup.guest.page
-            for i, byte in enumerate(header):
-                page[guestring.REQ + (start + i) % guestring.RING_SIZE] = byte
-            words[guestring.REQ_PROD] = (prod + len(header)) & 0xFFFFFFFF
-        finally:
-            words.release()
+        # The kernel is idle: nothing of its own is on the ring.
+        setup.guest.put_request(struct.pack("=IIII", 2, 77, 0, 5000))  # READ, 5000 bytes
         setup.guest.notify()
         c.connection.timeout = 2
         with pytest.raises(ConnectionError):
