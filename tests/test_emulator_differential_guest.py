@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, given, settings
 import guestring
 import realdaemons
 from emulator_wire import Closed, RawConnection
+from pyxs import Client
 from pyxs._internal import HEADER, Op, PacketDecoder
 from pyxs.testing import XenStoreServer
-from test_emulator_differential import CONNECTIONS, _payload, programs, tx_programs
+from test_emulator_differential import Pair, programs, tx_programs
 from test_guest_realdaemons import _check_fuse
 
 DOMID = 5
@@ -36,13 +37,13 @@ PREPARE = [(Op.MKDIR, HOME + b"\0"), (Op.SET_PERMS, HOME + b"\0n5\0"),
 CLEANUP = [(Op.RM, b"/t\0"), (Op.RM, HOME + b"/t\0")]
 
 
-class DeviceConnection:
-    """One open of a XenBus device, speaking raw messages: the same
-    interface as emulator_wire.RawConnection.
+class DeviceConnection(RawConnection):
+    """One open of a XenBus device, speaking raw messages, like
+    emulator_wire.RawConnection on a socket.
 
     :param dead: tells whether the daemon has stopped serving the ring
         (the emulator where xenstored would have aborted), so that a
-        missing reply ends the wait early.
+        missing reply ends the wait early with Closed.
     """
 
     def __init__(self, path, dead=lambda: False, timeout=10.0):
@@ -56,20 +57,17 @@ class DeviceConnection:
     def close(self):
         os.close(self.fd)
 
-    def request(self, op, payload, tx_id=0):
+    def send(self, op, payload, tx_id=0):
         self._rq_id += 1
+        os.write(self.fd, HEADER.pack(op, self._rq_id, tx_id, len(payload)) + payload)
+        return self._rq_id
+
+    def request(self, op, payload, tx_id=0):
         try:
-            os.write(self.fd, HEADER.pack(op, self._rq_id, tx_id, len(payload)) + payload)
+            rq_id = self.send(op, payload, tx_id)
         except OSError as exc:  # Linux's device refused it (a WATCH, say)
             return [], ("write() failed", exc.errno)
-        events = []
-        while True:
-            packet = self._next()
-            if packet.op == Op.WATCH_EVENT:
-                events.append(packet.payload)
-                continue
-            assert packet.rq_id == self._rq_id, (packet, self._rq_id)
-            return events, (int(packet.op), packet.payload)
+        return self.reply(rq_id)
 
     def _next(self):
         deadline = time.monotonic() + self._timeout
@@ -88,23 +86,17 @@ class DeviceConnection:
                 self._pending.extend(self._decoder.feed(data))
         return self._pending.pop(0)
 
-    def sync(self):
-        events, reply = self.request(Op.GET_DOMAIN_PATH, b"0\0")
-        assert reply == (Op.GET_DOMAIN_PATH, b"/local/domain/0\0"), reply
-        return events
 
-
-class GuestPair:
+class GuestPair(Pair):
     """A real daemon (C xenstored unless *kind* says otherwise) serving
-    domain 5 and the emulator's device for it."""
+    domain 5 and the emulator's device for it, kept in step; each
+    connection of a program is an open of the device."""
 
     def __init__(self, workdir_factory, kind="xenstored"):
-        self._factory = workdir_factory
         self.kind = kind
-        self.requests = 0
-        self.real = self.guest = self.emu = None
-        self.dirty = False
-        self._start()
+        self.guest = None
+        self.dom0 = []
+        super().__init__(workdir_factory)
 
     def _start(self):
         realdaemons.require(_check_fuse)
@@ -114,21 +106,16 @@ class GuestPair:
         self.emu = XenStoreServer(xenbus_path=str(work / "emulated-xenbus"),
                                   xenbus_domid=DOMID).start()
         self.dom0 = [RawConnection(self.real.socket_path), RawConnection(self.emu.socket_path)]
-        from pyxs import Client
         with Client(unix_socket_path=self.real.socket_path) as dom0:
             self.guest.introduce(dom0)
         self.dirty = False
 
     def close(self):
-        for conn in self.dom0 or ():
+        for conn in self.dom0:
             conn.close()
-        for part in (self.guest, self.emu, self.real):
-            if part is not None:
-                part.stop()
-
-    def restart(self):
-        self.close()
-        self._start()
+        if self.guest is not None:
+            self.guest.stop()
+        super().close()
 
     def _emulator_dead(self):
         conn = self.emu._loop._xenbus_conn
@@ -146,75 +133,12 @@ class GuestPair:
     def run(self, program):
         if self.dirty:
             self.restart()
-        self.dirty = True
         self._dom0(PREPARE)
-        conns = [self.connect() for _ in range(CONNECTIONS)]
-        transactions = [[] for _ in range(CONNECTIONS)]
-        log = []
-        try:
-            for index, kind, tx, *args in program:
-                if not self._step(conns, transactions, log, index, kind, tx, args):
-                    return  # the domain's ring is dead on both sides: restart
-            for conn in conns:
-                for side in conn:
-                    side.close()
-            conns = []
-            self._dom0(CLEANUP)
-        except (AssertionError, Closed, OSError) as exc:
-            tail = "" if self.real.alive() else "\nxenstored died:\n" + self.real.log_tail()
-            raise AssertionError("%r%s\nprogram so far:\n%s"
-                                 % (exc, tail, "\n".join(log))) from None
-        finally:
-            for pair in conns:
-                for conn in pair:
-                    conn.close()
-        self.dirty = False
-
-    def _step(self, conns, transactions, log, index, kind, tx, args):
-        if kind == "reconnect":
-            for conn in conns[index]:
-                conn.close()
-            conns[index] = self.connect()
-            transactions[index] = []
-            log.append("%d: reconnect" % index)
-            return True
-        live = transactions[index]
-        if kind == "end" and tx is None and live:
-            tx = 0
-        if tx is None:
-            ids = (0, 0)
-        elif tx == "bogus":
-            ids = (999, 999)
-        elif live:
-            ids = live[tx % len(live)]
+        super().run(program)
+        if self._emulator_dead():
+            self.dirty = True  # xenstored would have aborted: start afresh
         else:
-            ids = (0, 0)
-        op, payload = _payload(kind, args)
-        real, emu = conns[index]
-        log.append("%d: op %d tx %s %r" % (index, op, ids, payload[:80]))
-        self.requests += 1
-        try:
-            emu_events, emu_reply = emu.request(op, payload, ids[1])
-        except Closed:
-            log.append("   -> the emulator stopped serving the ring (xenstored would abort)")
-            return False
-        real_events, real_reply = real.request(op, payload, ids[0])
-        log.append("   -> %r %r" % (real_events, real_reply))
-        assert (emu_events, emu_reply) == (real_events, real_reply), \
-            "emulator %r %r != xenstored %r %r" % (emu_events, emu_reply, real_events, real_reply)
-        for other, (real_other, emu_other) in enumerate(conns):
-            if other != index:
-                real_seen, emu_seen = real_other.sync(), emu_other.sync()
-                assert emu_seen == real_seen, "open %d: emulator events %r != xenstored %r" \
-                    % (other, emu_seen, real_seen)
-        rtype, reply = real_reply
-        if op == Op.TRANSACTION_START and rtype == Op.TRANSACTION_START:
-            live.append((int(reply[:-1]), int(emu_reply[1][:-1])))
-        elif op == Op.TRANSACTION_END and ids in live and reply != b"EINVAL\0":
-            live.remove(ids)
-        elif op == Op.RESET_WATCHES:
-            del live[:]
-        return True
+            self._dom0(CLEANUP)
 
 
 @pytest.fixture(scope="module")
