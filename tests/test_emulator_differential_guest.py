@@ -23,9 +23,10 @@ import guestring
 import realdaemons
 from emulator_wire import Closed, RawConnection
 from pyxs import Client
-from pyxs._internal import HEADER, Op, PacketDecoder
+from pyxs._internal import Op
 from pyxs.testing import XenStoreServer
 from test_emulator_differential import Pair, programs, tx_programs
+from test_emulator_server import PtyConnection
 from test_guest_realdaemons import _check_fuse
 
 DOMID = 5
@@ -37,7 +38,7 @@ PREPARE = [(Op.MKDIR, HOME + b"\0"), (Op.SET_PERMS, HOME + b"\0n5\0"),
 CLEANUP = [(Op.RM, b"/t\0"), (Op.RM, HOME + b"/t\0")]
 
 
-class DeviceConnection(RawConnection):
+class DeviceConnection(PtyConnection):
     """One open of a XenBus device, speaking raw messages, like
     emulator_wire.RawConnection on a socket.
 
@@ -47,20 +48,9 @@ class DeviceConnection(RawConnection):
     """
 
     def __init__(self, path, dead=lambda: False, timeout=10.0):
-        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        super().__init__(path)
         self._dead = dead
         self._timeout = timeout
-        self._decoder = PacketDecoder()
-        self._pending = []
-        self._rq_id = 0
-
-    def close(self):
-        os.close(self.fd)
-
-    def send(self, op, payload, tx_id=0):
-        self._rq_id += 1
-        os.write(self.fd, HEADER.pack(op, self._rq_id, tx_id, len(payload)) + payload)
-        return self._rq_id
 
     def request(self, op, payload, tx_id=0):
         try:

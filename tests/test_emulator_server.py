@@ -387,15 +387,21 @@ def _plugin_installed():
     return any(ep.value == "pyxs.testing.pytest_plugin" for ep in found)
 
 
-def test_pytest_plugin_fixtures(tmp_path):
-    (tmp_path / "test_uses_plugin.py").write_text(PLUGIN_TEST)
+def run_with_plugin(tmp_path, source):
+    """Run pytest on a test file holding *source*, with pyxs's plugin;
+    return the CompletedProcess."""
+    (tmp_path / "test_uses_plugin.py").write_text(source)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     # Installed, pyxs registers the plugin itself; otherwise ask for it.
     load = [] if _plugin_installed() else ["-p", "pyxs.testing.pytest_plugin"]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
                           + load + [str(tmp_path)],
                           capture_output=True, text=True, env=env, cwd=str(tmp_path),
                           timeout=120)
+
+
+def test_pytest_plugin_fixtures(tmp_path):
+    proc = run_with_plugin(tmp_path, PLUGIN_TEST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3 passed" in proc.stdout
 

@@ -19,6 +19,7 @@ from pyxs import Client
 from pyxs._internal import HEADER, Op, PacketDecoder
 from pyxs.testing import XenStoreServer
 from pyxs.testing._xenbus import DEVICE_BUFFER, Frontend
+from test_emulator_server import run_with_plugin
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -332,15 +333,7 @@ def test_guest_client(xenstore_guest_client, xenstore_guest_server):
 
 
 def test_guest_fixtures(tmp_path):
-    from test_emulator_server import _plugin_installed
-
-    (tmp_path / "test_guest_plugin.py").write_text(GUEST_PLUGIN_TEST)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    load = [] if _plugin_installed() else ["-p", "pyxs.testing.pytest_plugin"]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-                          + load + [str(tmp_path)],
-                          capture_output=True, text=True, env=env, cwd=str(tmp_path),
-                          timeout=120)
+    proc = run_with_plugin(tmp_path, GUEST_PLUGIN_TEST)
     if "1 skipped" in proc.stdout:
         pytest.skip("the guest fixtures cannot mount a FUSE file system here")
     assert proc.returncode == 0, proc.stdout + proc.stderr
