@@ -53,6 +53,8 @@ class DeviceConnection(PtyConnection):
         self._timeout = timeout
 
     def request(self, op, payload, tx_id=0):
+        if self._dead():
+            raise Closed()
         try:
             rq_id = self.send(op, payload, tx_id)
         except OSError as exc:  # Linux's device refused it (a WATCH, say)
@@ -112,7 +114,8 @@ class GuestPair(Pair):
         return conn.broken or conn.closed
 
     def connect(self):
-        return [DeviceConnection(self.guest.device),
+        real = self.real
+        return [DeviceConnection(self.guest.device, dead=lambda: not real.alive()),
                 DeviceConnection(self.emu.xenbus_path, dead=self._emulator_dead)]
 
     def _dom0(self, requests):

@@ -338,3 +338,16 @@ def test_guest_fixtures(tmp_path):
         pytest.skip("the guest fixtures cannot mount a FUSE file system here")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
+
+
+def test_after_release_a_watch_fails_instead_of_hanging(device):
+    from pyxs import ConnectionError as PyxsConnectionError
+
+    with Client(xen_bus_path=device.xenbus_path, socket_timeout=1) as guest, \
+            Client(unix_socket_path=device.socket_path) as dom0:
+        guest.write("before", "1")
+        dom0.release_domain(4)
+        with pytest.raises(PyxsConnectionError):  # unanswered: a timeout
+            guest.read("before")
+        with guest.monitor() as m, pytest.raises(PyxsConnectionError, match="Input/output"):
+            m.watch("x", "t")

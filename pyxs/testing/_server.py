@@ -178,6 +178,8 @@ class Loop:
             del out[:HEADER.size + size]
             self._dispatch(self.store.handle_raw(self._xenbus_conn, op, rq_id, tx_id,
                                                  payload))
+            if self._xenbus_conn.broken or self._xenbus_conn.closed:
+                self._xenbus.frontend.abandon()
 
     def close(self) -> None:
         """Close every descriptor; the store forgets every connection."""

@@ -100,6 +100,7 @@ class Frontend:
         self._pending = {}  # type: Dict[int, Tuple[int, Handle, Tuple[int, int, int, int], Optional[Callable[[int], None]]]]
         self._watches = {}  # type: Dict[bytes, Tuple[Handle, bytes]]
         self._inbuf = bytearray()
+        self._abandoned = False
 
     # The device's file operations.
 
@@ -162,8 +163,23 @@ class Frontend:
         handle.replies += HEADER.pack(op, header[1], header[2], len(body)) + body
         self._readable(handle)
 
+    def abandon(self) -> None:
+        """The daemon no longer serves the ring (it released the domain, or
+        would have crashed).  Linux would wait for ever; here a ``WATCH``,
+        whose ``write()`` waits for the daemon's answer, fails with ``EIO``
+        instead of hanging the writer, now and from now on.  Other
+        requests stay unanswered, as with Linux."""
+        self._abandoned = True
+        for rq_id, (purpose, _, _, done) in list(self._pending.items()):
+            if purpose == _FOR_WATCH:
+                del self._pending[rq_id]
+                done(errno.EIO)
+
     def _ring(self, purpose: int, handle: Handle, header: Tuple[int, int, int, int],
               body: bytes, done: Optional[Callable[[int], None]] = None) -> None:
+        if self._abandoned and done is not None:
+            done(errno.EIO)
+            return
         rq_id = self._next_rq
         self._next_rq = (rq_id + 1) & 0xFFFFFFFF
         self._pending[rq_id] = (purpose, handle, header, done)
