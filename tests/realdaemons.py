@@ -561,7 +561,7 @@ def start(kind: str, workdir: Union[str, Path], trace: bool = False,
     env["LD_LIBRARY_PATH"] = str(libs) + (":" + old if old else "")
     # Made-up guest domains (guestring.py) live here; xenfake binds its
     # event-channel socket in it.
-    (rundir / "guests").mkdir()
+    (rundir / "guests").mkdir(exist_ok=True)
     env["XENFAKE_GUESTS"] = str(rundir / "guests")
     trace_path = None
     extra_logs = []
