@@ -66,6 +66,12 @@ def _reset_tree(daemon):
                 daemon, realdaemons.XS_RM, b"/" + name + b"\0", timeout=5)
 
 
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if isinstance(item, DoctestItem):
+            item.add_marker("realdaemon")  # They all talk to doctest_xenstored.
+
+
 @pytest.fixture(autouse=True)
 def _doctest_xenstore(request):
     """For doctest items only: a clean daemon, ``socket_path`` in the

@@ -3,6 +3,14 @@
 Real-daemon fixtures (see tests/realdaemons.py): they run Xen 4.17's own
 C xenstored and OCaml oxenstored. When this machine cannot provide them the
 tests using these fixtures are skipped, or fail if PYXS_REQUIRE_REAL_DAEMONS=1.
+
+Every test that needs anything from Xen 4.17 (a daemon, the C clients, the
+C module ``xen.lowlevel.xs``) carries the ``realdaemon`` marker, so that
+``pytest -m "not realdaemon"`` runs exactly the tests that need nothing but
+Python (the mutation tool does).  Tests using the fixtures below are marked
+here; a test that calls tests/realdaemons.py itself is marked in its file,
+and an unmarked test that reaches Xen's programs fails (see
+:func:`_only_marked_tests_use_xen`).
 """
 
 import sys
@@ -17,6 +25,42 @@ if _TESTS_DIR not in sys.path:
 
 import realdaemons  # noqa: E402  (needs the sys.path entry above)
 from pyxs.testing import XenStoreServer  # noqa: E402
+
+# ---------------------------------------------------------------- markers
+
+#: Fixtures that always bring up something of Xen's.
+_XEN_FIXTURES = {"real_daemon", "start_daemon", "xs_lowlevel", "node_root"}
+
+#: What tests/realdaemons.py gets Xen's programs through.
+_XEN_ENTRY_POINTS = ("prefix", "start", "load_lowlevel_xs")
+
+
+def _needs_xen(item):
+    if _XEN_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("xenstore") in realdaemons.KINDS
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _needs_xen(item):
+            item.add_marker("realdaemon")
+
+
+@pytest.fixture(autouse=True)
+def _only_marked_tests_use_xen(request, monkeypatch):
+    """Make an unmarked test fail as soon as it reaches for Xen's
+    programs, so that ``-m "not realdaemon"`` can be trusted to need
+    nothing but Python."""
+    if request.node.get_closest_marker("realdaemon") is not None:
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("%s uses Xen's programs but is not marked "
+                             "realdaemon" % request.node.nodeid)
+    for name in _XEN_ENTRY_POINTS:
+        monkeypatch.setattr(realdaemons, name, refuse)
 
 
 # ---------------------------------------------------------------- real daemons

@@ -16,6 +16,8 @@ import pytest
 import realdaemons
 from pyxs import Event, PyXSError
 
+pytestmark = pytest.mark.realdaemon
+
 TIMEOUT = 10
 
 BINARY = b"\x01\x02\xff\x00x y\n\t\r\\\x7f\x80\xc3("

@@ -16,6 +16,8 @@ import pytest
 import realdaemons
 from pyxs.testing import XenStoreServer
 
+pytestmark = pytest.mark.realdaemon
+
 
 @pytest.fixture
 def backends(start_daemon):

@@ -16,6 +16,8 @@ import pytest
 import realdaemons
 from realdaemons import XS_DIRECTORY, XS_ERROR, XS_READ, XS_WRITE
 
+pytestmark = pytest.mark.realdaemon
+
 KIND_PARAMS = pytest.mark.parametrize("kind", realdaemons.KINDS)
 
 
