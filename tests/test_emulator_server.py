@@ -392,6 +392,8 @@ def run_with_plugin(tmp_path, source):
     return the CompletedProcess."""
     (tmp_path / "test_uses_plugin.py").write_text(source)
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    # The child is a user's own test run: tools/mutate's state is not its.
+    env.pop("MUTANT_UNDER_TEST", None)
     # Installed, pyxs registers the plugin itself; otherwise ask for it.
     load = [] if _plugin_installed() else ["-p", "pyxs.testing.pytest_plugin"]
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
