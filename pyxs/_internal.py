@@ -97,17 +97,18 @@ class Packet(NamedTuple("_Packet", [("op", Op), ("rq_id", int), ("tx_id", int),
     True
 
     :param op: the operation, an :class:`Op` or its number.
-    :param payload: the payload bytes (a str is encoded as UTF-8).
+    :param payload: the payload: bytes, a bytearray or memoryview, or a
+        str (encoded as UTF-8).
     :param rq_id: the request id XenStore echoes in its reply; 0 if None.
     :param tx_id: the transaction id; 0, the default, means none.
     :raises pyxs.exceptions.InvalidOperation: for an unknown operation.
     :raises pyxs.exceptions.InvalidPayload: for a payload over
-        :data:`PAYLOAD_MAX` bytes.
+        :data:`PAYLOAD_MAX` bytes, or of any other type.
     """
 
     __slots__ = ()
 
-    def __new__(cls, op: Union[Op, int], payload: Union[bytes, str],
+    def __new__(cls, op: Union[Op, int], payload: Union[bytes, bytearray, memoryview, str],
                 rq_id: Optional[int] = None, tx_id: Optional[int] = None) -> "Packet":
         try:
             op = _OPS[op]
@@ -115,12 +116,13 @@ class Packet(NamedTuple("_Packet", [("op", Op), ("rq_id", int), ("tx_id", int),
             raise InvalidOperation(op) from None
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
+        elif isinstance(payload, (bytearray, memoryview)):
+            payload = bytes(payload)
         elif not isinstance(payload, bytes):
-            try:
-                payload = bytes(payload)
-            except TypeError:
-                raise InvalidPayload("a payload must be bytes, not %s"
-                                     % type(payload).__name__) from None
+            # bytes() would also take an int (that many NULs) or any
+            # iterable of ints: never what a caller means by a payload.
+            raise InvalidPayload("a payload must be bytes or str, not %s"
+                                 % type(payload).__name__)
         if len(payload) > PAYLOAD_MAX:
             raise InvalidPayload("a payload of %d bytes is over the limit of %d"
                                  % (len(payload), PAYLOAD_MAX))

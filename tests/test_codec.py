@@ -44,6 +44,7 @@ EXPECTED_OPS = {
     "IS_DOMAIN_INTRODUCED": 17,
     "RESUME": 18,
     "SET_TARGET": 19,
+    "RESTRICT": 20,
     "RESET_WATCHES": 21,
     "DIRECTORY_PART": 22,
 }
@@ -81,9 +82,10 @@ def test_op_names_and_numbers(name, number):
     assert op.name == name
 
 
-def test_op_numbers_are_unique():
-    numbers = [int(op) for op in Op]
-    assert len(numbers) == len(set(numbers))
+def test_op_has_exactly_the_expected_names():
+    # __members__ lists aliases too, which iterating over Op skips: two
+    # names given one number would show here as a missing name.
+    assert {name: int(op) for name, op in Op.__members__.items()} == EXPECTED_OPS
 
 
 # ------------------------------------------------------------------ Packet
@@ -155,10 +157,40 @@ def test_packet_refuses_unknown_operation(number):
     assert isinstance(info.value, PyXSError)
 
 
-@pytest.mark.parametrize("bad", [-1, 23, 128, 65535, "READ", None])
+@pytest.mark.parametrize("bad", [-1, 23, 128, 65535, "READ", None, [2], {}],
+                         ids=["-1", "23", "128", "65535", "name", "None", "list", "dict"])
 def test_packet_refuses_other_operations(bad):
+    # Unhashable ones ([2], {}) included: they fail the lookup differently.
     with pytest.raises(InvalidOperation):
         Packet(bad, b"")
+
+
+@pytest.mark.parametrize("payload", [bytearray(b"/a\x00\xff"), memoryview(b"/a\x00\xff")],
+                         ids=["bytearray", "memoryview"])
+def test_packet_takes_bytes_like_payloads_as_bytes(payload):
+    p = Packet(Op.WRITE, payload)
+    assert type(p.payload) is bytes
+    assert p.payload == b"/a\x00\xff" and p.size == 4
+
+
+def test_packet_encodes_a_str_payload_as_utf8():
+    p = Packet(Op.WRITE, "/a\x00\u00e9")
+    assert p.payload == b"/a\x00\xc3\xa9" and p.size == 5
+
+
+@pytest.mark.parametrize("payload", [5, 0, [1, 2], (0,), None, 2.5, {b"a": 1}],
+                         ids=["int", "zero", "list", "tuple", "None", "float", "dict"])
+def test_packet_refuses_payloads_that_are_not_bytes_or_str(payload):
+    # bytes(5) would be five NULs, bytes([1, 2]) two bytes: neither is a
+    # payload anyone means.
+    with pytest.raises(InvalidPayload, match=type(payload).__name__):
+        Packet(Op.READ, payload)
+
+
+def test_packet_limit_counts_encoded_bytes():
+    assert Packet(Op.WRITE, "\u00e9" * (PAYLOAD_LIMIT // 2)).size == PAYLOAD_LIMIT
+    with pytest.raises(InvalidPayload, match="4098 bytes"):
+        Packet(Op.WRITE, "\u00e9" * (PAYLOAD_LIMIT // 2 + 1))
 
 
 def test_codec_exceptions_are_value_errors_and_pyxs_errors():
