@@ -23,7 +23,7 @@ import pytest
 from hypothesis import assume, example, given, settings, strategies as st
 
 import pyxs
-from pyxs import exceptions
+from pyxs import exceptions, helpers
 from pyxs.exceptions import (ConnectionError, InvalidOperation, InvalidPath, InvalidPayload,
                              InvalidPermission, PyXSError, UnexpectedPacket)
 from pyxs.helpers import error, validate_path, validate_perms, validate_watch_path
@@ -106,6 +106,22 @@ def test_connection_errors():
     assert not issubclass(UnexpectedPacket, ValueError)
 
 
+@pytest.mark.parametrize("args", [(), ("a message",), (2, "No such file", "extra"),
+                                  ("2", "No such file"), (None, "x"), (2.0, "x")],
+                         ids=["none", "message", "three", "text-number", "None", "float"])
+def test_errno_is_none_unless_number_and_message(args):
+    e = PyXSError(*args)
+    assert e.errno is None
+    assert e.strerror is None
+
+
+def test_errno_and_strerror_of_a_daemon_error():
+    e = PyXSError(errno.ENOENT, "No such file or directory")
+    assert e.errno == errno.ENOENT
+    assert e.strerror == "No such file or directory"
+    assert InvalidPath("/a b").errno is None
+
+
 def test_exceptions_are_exported():
     for name in ("PyXSError", "InvalidOperation", "InvalidPayload", "InvalidPath",
                  "InvalidPermission", "ConnectionError", "UnexpectedPacket"):
@@ -161,6 +177,111 @@ def test_error_is_raisable_and_catchable():
 def test_error_unknown_name_is_einval():
     # libxenstore maps an error name it does not know to EINVAL.
     assert error("ENOTANERROR").errno == errno.EINVAL
+    assert error(b"ENOTANERROR").errno == errno.EINVAL
+    assert error(b"\xffENOENT").errno == errno.EINVAL
+
+
+def test_error_names_as_bytes_from_the_wire():
+    assert error(b"ENOENT").args == (errno.ENOENT, os.strerror(errno.ENOENT))
+
+
+def test_oxenstored_equota_is_enospc():
+    assert error("EQUOTA").args == (errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert error(b"EQUOTA").errno == errno.ENOSPC
+
+
+# ------------------------------------------- bytes-like and non-text input
+
+BYTES_LIKE = [bytearray, memoryview]
+
+
+@pytest.mark.parametrize("kind", BYTES_LIKE, ids=lambda k: k.__name__)
+def test_bytes_like_paths(kind):
+    assert helpers.encode_path(kind(b"/local/domain")) == b"/local/domain"
+    assert type(helpers.encode_path(kind(b"/a"))) is bytes
+    assert helpers.encode_watch_path(kind(b"@releaseDomain")) == b"@releaseDomain"
+    with pytest.raises(InvalidPath):
+        helpers.encode_path(kind(b"/a//b"))
+
+
+@pytest.mark.parametrize("path", [5, None, ["/a"], 1.5, object()],
+                         ids=["int", "None", "list", "float", "object"])
+def test_non_text_paths_are_a_type_error(path):
+    for encode in (helpers.encode_path, helpers.encode_watch_path, validate_path):
+        with pytest.raises(TypeError, match="path must be str or bytes, not %s"
+                           % type(path).__name__):
+            encode(path)
+
+
+def test_str_paths_keep_lone_surrogates_as_their_bytes():
+    # A path read back from XenStore as text decodes to what it was.
+    assert helpers.to_bytes("/a\udcff", "path") == b"/a\xff"
+    assert helpers.to_text(b"/a\xff") == "/a\udcff"
+    with pytest.raises(InvalidPath):
+        validate_path("/a\udcff")
+
+
+@pytest.mark.parametrize("value, expected", [
+    (b"x\x00\xff", b"x\x00\xff"), (bytearray(b"x\xff"), b"x\xff"),
+    (memoryview(b"x\xff"), b"x\xff"), ("\u00e9", b"\xc3\xa9"), ("a\udcff", b"a\xff"),
+    (42, b"42"), (-7, b"-7"), (3.5, b"3.5"), (None, b"None"), (True, b"True"),
+    ([1, 2], b"[1, 2]"),
+], ids=["bytes", "bytearray", "memoryview", "str", "surrogate", "int", "negative",
+        "float", "None", "bool", "list"])
+def test_encode_value(value, expected):
+    raw = helpers.encode_value(value)
+    assert type(raw) is bytes
+    assert raw == expected
+
+
+@pytest.mark.parametrize("token, expected", [("t", b"t"), (b"t\xff", b"t\xff"),
+                                             (bytearray(b"t"), b"t"), ("", b"")])
+def test_encode_token(token, expected):
+    assert helpers.encode_token(token) == expected
+
+
+@pytest.mark.parametrize("token", ["a\x00b", b"\x00", bytearray(b"t\x00")])
+def test_token_with_nul_is_refused(token):
+    with pytest.raises(InvalidPayload, match="NUL"):
+        helpers.encode_token(token)
+
+
+@pytest.mark.parametrize("number, expected", [
+    (0, b"0"), (5, b"5"), (2 ** 32, b"4294967296"), ("5", b"5"), ("0012", b"0012"),
+    (b"7", b"7"),
+], ids=["zero", "five", "big", "text", "text-zeros", "bytes"])
+def test_encode_number(number, expected):
+    assert helpers.encode_number(number, "domid") == expected
+
+
+@pytest.mark.parametrize("number", [-1, "-1", "", b"", "5 ", "+5", "0x5", "\u0665", True,
+                                    False, 5.0, None, [5]],
+                         ids=["negative", "negative-text", "empty", "empty-bytes", "space",
+                              "plus", "hex", "arabic-digit", "True", "False", "float",
+                              "None", "list"])
+def test_encode_number_refuses(number):
+    with pytest.raises(InvalidPayload, match="domid must be a non-negative integer"):
+        helpers.encode_number(number, "domid")
+
+
+@pytest.mark.parametrize("perm", [5, None, 1.5, ["r5"]], ids=["int", "None", "float", "list"])
+def test_non_text_permission_entries_are_refused(perm):
+    with pytest.raises(InvalidPermission):
+        validate_perms(["b0", perm])
+
+
+@pytest.mark.parametrize("perms", ["b0", b"b0"], ids=["str", "bytes"])
+def test_one_string_is_not_a_permission_list(perms):
+    with pytest.raises(InvalidPermission, match="list of entries"):
+        validate_perms(perms)
+
+
+def test_encode_perms():
+    assert helpers.encode_perms(["b0", b"r5", bytearray(b"w7"), memoryview(b"n9")]) == \
+        [b"b0", b"r5", b"w7", b"n9"]
+    assert helpers.encode_perms(p for p in ["n0", "r1"]) == [b"n0", b"r1"]
+    with pytest.raises(InvalidPermission, match="at least the owner"):
+        helpers.encode_perms(iter([]))
 
 
 # ------------------------------------------------------ validate_path
