@@ -22,7 +22,7 @@ import time
 import uuid
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 import pyxs.connection
 import pyxs._compat as compat
@@ -370,8 +370,30 @@ _libc.strtoul.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctyp
 _libc.strtol.restype = ctypes.c_long
 _libc.strtol.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int]
 
-numbers = st.text(alphabet=" \t\n+-0123456789abcdefxXgG\u00e9", max_size=24).map(
-    lambda s: s.encode("utf-8")) | st.binary(max_size=12).map(lambda b: b.replace(b"\0", b""))
+#: Numbers at the edges of C's 64-bit long and unsigned long.
+EDGE_DIGITS = ["18446744073709551615", "18446744073709551616", "9223372036854775807",
+               "9223372036854775808", "99999999999999999999", "ffffffffffffffff",
+               "10000000000000000", "7fffffffffffffff", "8000000000000000", "0", ""]
+
+
+@st.composite
+def c_numbers(draw):
+    """Text shaped like what strtol reads: blanks, a sign, a base prefix,
+    digits (often 20 of them, past 64 bits) and a tail."""
+    blanks = draw(st.text(" \t\n\v\f\r", max_size=2))
+    sign = draw(st.sampled_from(["", "+", "-"]))
+    prefix = draw(st.sampled_from(["", "0", "0x", "0X", "00x"]))
+    digits = draw(st.one_of(st.text("0123456789", max_size=22),
+                            st.text("0123456789abcdefABCDEF", min_size=15, max_size=20),
+                            st.sampled_from(EDGE_DIGITS)))
+    tail = draw(st.sampled_from(["", "g", " ", "x", "9", "-", "\u00e9"]))
+    return (blanks + sign + prefix + digits + tail).encode("utf-8")
+
+
+numbers = (c_numbers()
+           | st.text(alphabet=" \t\n+-0123456789abcdefxXgG\u00e9", max_size=24).map(
+               lambda s: s.encode("utf-8"))
+           | st.binary(max_size=12).map(lambda b: b.replace(b"\0", b"")))
 
 
 def _libc_call(function, raw, base):
@@ -383,13 +405,13 @@ def _libc_call(function, raw, base):
 
 
 @settings(max_examples=500, deadline=None)
-@given(numbers, st.sampled_from([0, 10, 16]))
+@given(numbers, st.sampled_from([0, 2, 8, 10, 16, 36]))
 def test_strtoul_matches_libc(raw, base):
     assert cnumbers.strtoul(raw, base) == _libc_call(_libc.strtoul, raw, base)[0]
 
 
 @settings(max_examples=500, deadline=None)
-@given(numbers, st.sampled_from([0, 10, 16]))
+@given(numbers, st.sampled_from([0, 2, 8, 10, 16, 36]))
 def test_strtol_matches_libc(raw, base):
     # The shim parses with base 0, the emulator with bases 0 and 10.
     value, end = cnumbers.strtol(raw, base)
@@ -412,6 +434,29 @@ def test_strtoul_edges(raw):
 def test_permission_entries_parse_as_in_libxenstore(entry, expected):
     # Shared by the shim (GET_PERMS replies) and the emulator (SET_PERMS).
     assert cnumbers.parse_perm(entry) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([b"n", b"r", b"w", b"b", b"x", b"R", b"0"]), numbers)
+def test_permission_entries_parse_as_libc_reads_them(letter, number):
+    # libxenstore: the letter gives the access, the rest must be wholly
+    # one number for strtol in base 0.
+    entry = letter + number
+    access = {b"n": 0, b"r": 1, b"w": 2, b"b": 3}.get(letter)
+    value, consumed = _libc_call(_libc.strtol, number, 0)
+    well_formed = access is not None and number != b"" and consumed == len(number)
+    # strtol stops at a NUL, which a C string cannot hold anyway.
+    assume(b"\0" not in number)
+    assert cnumbers.parse_perm(entry) == ((value, access) if well_formed else None)
+
+
+@pytest.mark.parametrize("value, bits, expected", [
+    (0, 32, 0), (2 ** 31 - 1, 32, 2 ** 31 - 1), (2 ** 31, 32, -2 ** 31), (2 ** 32 - 1, 32, -1),
+    (2 ** 32, 32, 0), (2 ** 32 + 5, 32, 5), (2 ** 63 - 1, 64, 2 ** 63 - 1), (2 ** 63, 64, -2 ** 63),
+    (-1, 16, -1), (0x7FFF, 16, 0x7FFF), (0x8000, 16, -0x8000)])
+def test_signed_reads_the_low_bits_as_twos_complement(value, bits, expected):
+    c_type = {16: ctypes.c_int16, 32: ctypes.c_int32, 64: ctypes.c_int64}[bits]
+    assert cnumbers.signed(value, bits) == expected == c_type(value).value
 
 
 def test_wire_token_is_the_address_as_a_signed_long():
