@@ -348,6 +348,12 @@ def _malformed_event(peer, reads):
     peer.wait_for_close()
 
 
+def _single_nul_event(peer, reads):
+    # A path with its NUL, and no token after it.
+    peer.send(Packet(Op.WATCH_EVENT, b"/a\0"))
+    peer.wait_for_close()
+
+
 def _silent(peer, reads):
     peer.wait_for_close()
 
@@ -366,6 +372,8 @@ FAULTS = {
     "unknown-type": (_unknown_type, 10, UnexpectedPacket, r"unknown type 999", True),
     "malformed-event": (_malformed_event, 10, UnexpectedPacket,
                         r"malformed watch event", True),
+    "single-nul-event": (_single_nul_event, 10, UnexpectedPacket,
+                         r"malformed watch event", True),
     "silent": (_silent, 0.5, Timeout, r"no reply|timed out", True),
 }
 
@@ -424,7 +432,7 @@ def test_fault_fails_pending_calls_but_not_the_waiter(server, fault):
 
 
 MONITOR_FAULTS = ["closed", "truncated", "oversized", "unknown-id", "unknown-type",
-                  "malformed-event"]
+                  "malformed-event", "single-nul-event"]
 
 
 @pytest.mark.parametrize("fault", MONITOR_FAULTS)

@@ -1,0 +1,253 @@
+"""Behaviours of the client's request, reply, transaction and watch core
+that the rest of the suite left open (found by mutation testing, see
+docs/contributing.rst): Client.read_many, a transaction whose connection
+was lost, walk's error handling and its paged listings,
+run_in_transaction with one attempt, and bytes-like arguments.
+
+They hold for any correct client, whatever its internals: a scripted
+server (tests/test_faults.py) where a daemon cannot be made to misbehave,
+every backend otherwise.
+"""
+
+import errno
+
+import pytest
+
+from pyxs import Client, UnixSocketConnection
+from pyxs._internal import Op, PacketDecoder
+from pyxs.client import PIPELINE_DEPTH
+from pyxs.exceptions import ConnectionError, PyXSError, UnexpectedPacket
+from test_client import names_totalling, other_client
+from test_faults import server  # noqa: F401  (a fixture used below)
+
+TIMEOUT = 10
+
+
+def scripted_client(srv):
+    return Client(unix_socket_path=srv.path, socket_timeout=TIMEOUT)
+
+
+def answering(replies):
+    """A script: answer each (op, payload) found in *replies* with its
+    (op, payload); anything else as the honest server would."""
+    def script(peer):
+        while True:
+            try:
+                request = peer.next_request()
+            except OSError:
+                return   # The server is closing.
+            if request is None:
+                return
+            scripted = replies.get((request.op, request.payload))
+            if scripted is None:
+                peer.answer(request)
+            else:
+                op, payload = scripted
+                peer.reply(request, payload, op)
+    return script
+
+
+def error_reply(name):
+    return (Op.ERROR, name.encode() + b"\0")
+
+
+# ------------------------------------------------------------ read_many
+
+def test_read_many_gives_values_in_order_and_none_for_missing(client, root):
+    count = 2 * PIPELINE_DEPTH + 3
+    # Missing nodes on both sides of each batch boundary, and elsewhere.
+    missing = {0, 5, PIPELINE_DEPTH - 1, PIPELINE_DEPTH, 2 * PIPELINE_DEPTH, count - 1}
+    paths = ["%s/n%d" % (root, i) for i in range(count)]
+    for i, path in enumerate(paths):
+        if i not in missing:
+            client.write(path, "v%d" % i)
+    values = client.read_many(paths)
+    assert values == [None if i in missing else "v%d" % i for i in range(count)]
+    assert client.read_many([]) == []
+    assert client.read_many(iter(paths[1:3])) == ["v1", "v2"]
+
+
+class CountingConnection(UnixSocketConnection):
+    """A Unix socket connection that counts the requests of each write."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.writes = []
+
+    def send(self, data, timeout):
+        self.writes.append(len(PacketDecoder().feed(data)))
+        super().send(data, timeout)
+
+
+def test_read_many_keeps_at_most_pipeline_depth_requests_in_flight(xenstore, root):
+    connection = CountingConnection(xenstore.socket_path, TIMEOUT)
+    with Client(connection=connection) as c:
+        c.write(root + "/x", "v")
+        del connection.writes[:]
+        assert c.read_many([root + "/x"] * (2 * PIPELINE_DEPTH + 3)) == \
+            ["v"] * (2 * PIPELINE_DEPTH + 3)
+    # Each batch goes in one write, and the next only once it is answered
+    # (read_many reads every reply of a batch before sending the next).
+    assert connection.writes == [PIPELINE_DEPTH, PIPELINE_DEPTH, 3]
+
+
+@pytest.mark.parametrize("error", ["EACCES", "EINVAL", "E2BIG"])
+@pytest.mark.parametrize("position", [0, PIPELINE_DEPTH - 1, PIPELINE_DEPTH + 1],
+                         ids=["first", "end-of-batch", "second-batch"])
+def test_read_many_raises_errors_other_than_enoent(server, error, position):
+    srv = server(answering({(Op.READ, b"/denied\0"): error_reply(error)}))
+    srv.store[b"/a"] = b"va"
+    paths = ["/a"] * (PIPELINE_DEPTH + 2)
+    paths[position] = "/denied"
+    with scripted_client(srv) as c:
+        with pytest.raises(PyXSError) as info:
+            c.read_many(["/missing"] + paths)
+        assert info.value.errno == getattr(errno, error)
+        # The replies left unread do not confuse the next call.
+        assert c.read_many(["/a", "/missing"]) == ["va", None]
+
+
+# --------------------------------------------------- lost transactions
+
+def close_after_transaction_start(peer):
+    peer.reply(peer.take(1, Op.TRANSACTION_START)[0], b"7\0")
+    peer.close()
+
+
+def requests_after_the_loss(srv):
+    return [(r.op, r.tx_id) for peer in srv.peers[1:] for r in peer.requests]
+
+
+def test_lost_transaction_is_never_continued_on_a_new_connection(server):
+    srv = server(close_after_transaction_start)
+    with scripted_client(srv) as c:
+        t = c.transaction()
+        assert t.tx_id == 7
+        # The first call learns that the connection broke...
+        with pytest.raises(ConnectionError):
+            t.write("/a", "in the transaction")
+        # ...and later ones must not carry the transaction elsewhere.
+        for call in (lambda: t.write("/a", "v"), lambda: t.read("/a"),
+                     lambda: t.read_many(["/a"]), lambda: list(t.walk("/"))):
+            with pytest.raises(ConnectionError, match="transaction"):
+                call()
+        with pytest.raises(ConnectionError):
+            t.transaction_end(commit=True)
+        assert t.tx_id == 0
+        assert c.read_many(["/a"]) == [None]   # A new connection, outside it.
+    assert all(tx_id == 0 for _, tx_id in requests_after_the_loss(srv))
+    assert (Op.READ, 0) in requests_after_the_loss(srv)
+
+
+def test_lost_transaction_commit_raises_abort_does_not(server):
+    srv = server(close_after_transaction_start, close_after_transaction_start)
+    with scripted_client(srv) as c:
+        with pytest.raises(ConnectionError):
+            with c.transaction() as t:
+                with pytest.raises(ConnectionError):
+                    t.write("/a", "v")
+        t = c.transaction()
+        with pytest.raises(ConnectionError):
+            t.read("/a")
+        assert t.transaction_end(commit=False) is None
+        assert t.tx_id == 0
+    assert all(op is not Op.TRANSACTION_END for op, _ in requests_after_the_loss(srv))
+
+
+# ----------------------------------------------------------------- walk
+
+def walk_script(child_error):
+    return answering({
+        (Op.DIRECTORY, b"/top\0"): (Op.DIRECTORY, b"bad\0good\0"),
+        (Op.READ, b"/top\0"): (Op.READ, b"t"),
+        (Op.DIRECTORY, b"/top/bad\0"): error_reply(child_error),
+        (Op.READ, b"/top/bad\0"): error_reply(child_error),
+        (Op.DIRECTORY, b"/top/good\0"): (Op.DIRECTORY, b""),
+        (Op.READ, b"/top/good\0"): (Op.READ, b"g"),
+    })
+
+
+@pytest.mark.parametrize("error", ["ENOENT", "EACCES"])
+def test_walk_skips_nodes_gone_or_forbidden(server, error):
+    with scripted_client(server(walk_script(error))) as c:
+        assert list(c.walk("/top")) == [("/top", "t", ["bad", "good"]),
+                                        ("/top/good", "g", [])]
+
+
+@pytest.mark.parametrize("error", ["EIO", "EINVAL", "ENOMEM", "EPERM"])
+def test_walk_raises_other_errors(server, error):
+    with scripted_client(server(walk_script(error))) as c:
+        walk = c.walk("/top")
+        assert next(walk) == ("/top", "t", ["bad", "good"])
+        with pytest.raises(PyXSError) as info:
+            next(walk)
+        assert info.value.errno == getattr(errno, error)
+
+
+def test_walk_through_a_listing_over_4096_bytes(client, root, xenstore):
+    names = names_totalling(5000)
+    for i, name in enumerate(names):
+        client.write("%s/big/%s" % (root, name), str(i))
+    client.write("%s/big/%s/leaf" % (root, names[-1]), "deep")
+    expected = {root: ("", ["big"]), root + "/big": ("", sorted(names))}
+    expected.update(("%s/big/%s" % (root, name), (str(i), [])) for i, name in enumerate(names))
+    expected["%s/big/%s" % (root, names[-1])] = (str(len(names) - 1), ["leaf"])
+    expected["%s/big/%s/leaf" % (root, names[-1])] = ("deep", [])
+    if xenstore.kind == "oxenstored":
+        # It cannot page, and sends the listing in one oversized reply
+        # (see Client.ls).
+        with pytest.raises(UnexpectedPacket):
+            list(client.walk(root))
+        return
+    seen = {path: (value, sorted(children)) for path, value, children in client.walk(root)}
+    assert seen == expected
+
+
+# ----------------------------------------------------- run_in_transaction
+
+def test_run_in_transaction_with_one_attempt_does_not_retry(client, xenstore, root):
+    rival = other_client(xenstore)
+    calls = []
+
+    def conflicts(t):
+        calls.append(t.tx_id)
+        t.write(root + "/c", t.read(root + "/c") + "x")
+        rival.write(root + "/c", "rival")
+
+    try:
+        client.write(root + "/c", "")
+        with pytest.raises(PyXSError) as info:
+            client.run_in_transaction(conflicts, attempts=1)
+        assert info.value.errno == errno.EAGAIN
+        assert len(calls) == 1
+        assert client.read(root + "/c") == "rival"
+        assert client.run_in_transaction(lambda t: t.read(root + "/c"), attempts=1) == "rival"
+    finally:
+        rival.close()
+
+
+@pytest.mark.parametrize("attempts", [0, -1])
+def test_run_in_transaction_needs_an_attempt(client, attempts):
+    calls = []
+    with pytest.raises(ValueError, match="attempts"):
+        client.run_in_transaction(calls.append, attempts=attempts)
+    assert calls == []
+    assert client.tx_id == 0
+
+
+# ------------------------------------------------ bytes-like arguments
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview], ids=lambda k: k.__name__)
+def test_bytes_like_values_and_paths(client, root, kind):
+    path = kind((root + "/b").encode())
+    client.write(path, kind(b"x\x00\xff"))
+    assert client.read_bytes(root + "/b") == b"x\x00\xff"
+    assert client.read_bytes(path) == b"x\x00\xff"
+    client.set_permissions(path, [kind(b"b0"), kind(b"r5")])
+    assert client.get_permissions(path) == ["b0", "r5"]
+
+
+def test_domain_ids_as_text(client):
+    assert client.get_domain_path("5") == "/local/domain/5"
+    assert client.get_domain_path(b"7") == "/local/domain/7"
+    assert client.is_domain_introduced("0") is True
