@@ -16,6 +16,8 @@ example both are restarted, so that shrinking starts from a clean slate.
 """
 
 import os
+import signal
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -25,7 +27,11 @@ from emulator_wire import Closed, RawConnection
 from pyxs._internal import Op
 from pyxs.testing import XenStoreServer
 
+pytestmark = pytest.mark.realdaemon
+
 CONNECTIONS = 3
+#: Generous bound on how long an aborting xenstored takes to exit.
+DEATH_PATIENCE = 10.0
 EXAMPLES = int(os.environ.get("PYXS_DIFF_EXAMPLES", "400"))
 
 ABSOLUTE = ["/t", "/t/a", "/t/b", "/t/a/b", "/t/a/c", "/t/a/b/c"]
@@ -203,7 +209,10 @@ class Pair:
         log = []
         try:
             for index, kind, tx, *args in program:
-                self._step(conns, transactions, log, index, kind, tx, args)
+                if not self._step(conns, transactions, log, index, kind, tx, args):
+                    # Both daemons refused to go on (see _exchange): the
+                    # program ends here, and both restart for the next.
+                    return
             for path in CLEANUP:
                 self._exchange(conns, log, 0, Op.RM, path + b"\0", (0, 0))
         except (AssertionError, Closed, OSError) as exc:
@@ -238,13 +247,7 @@ class Pair:
         op, payload = _payload(kind, args)
         result = self._exchange(conns, log, index, op, payload, ids)
         if result is None:
-            # The emulator dropped the connection where the real daemon
-            # would abort: do not crash the real one, just reconnect.
-            for conn in conns[index]:
-                conn.close()
-            conns[index] = self.connect()
-            transactions[index] = []
-            return
+            return False
         rtype, reply = result
         if op == Op.TRANSACTION_START and rtype == Op.TRANSACTION_START:
             live.append((int(reply[0][:-1]), int(reply[1][:-1])))
@@ -252,19 +255,37 @@ class Pair:
             live.remove(ids)
         elif op == Op.RESET_WATCHES:
             del live[:]
+        return True
+
+    def _expect_abort(self, real, op, payload, tx_id):
+        try:
+            answer = real.request(op, payload, tx_id)
+        except Closed:
+            answer = None
+        assert answer is None, \
+            "the emulator dropped the connection, xenstored answered %r" % (answer,)
+        deadline = time.monotonic() + DEATH_PATIENCE
+        while self.real.alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.real.returncode == -signal.SIGABRT, \
+            "xenstored closed the connection without aborting (status %r):\n%s" \
+            % (self.real.returncode, self.real.log_tail())
 
     def _exchange(self, conns, log, index, op, payload, ids):
         """Send one request to both daemons and compare everything they
         send back, on every connection.  Return (reply type, (real reply
         payload, emulator reply payload)), or None when the emulator
-        refused to answer (a request that makes xenstored abort)."""
+        dropped the connection, which it does where xenstored aborts: the
+        real daemon is then checked to have died of that very request."""
         real, emu = conns[index]
         log.append("%d: op %d tx %s %r" % (index, op, ids, payload[:80]))
         self.requests += 1
         try:
             emu_events, emu_reply = emu.request(op, payload, ids[1])
         except Closed:
-            log.append("   -> the emulator dropped the connection (xenstored would abort)")
+            log.append("   -> the emulator dropped the connection")
+            self._expect_abort(real, op, payload, ids[0])
+            log.append("   -> xenstored aborted")
             return None
         real_events, real_reply = real.request(op, payload, ids[0])
         log.append("   -> %r %r" % (real_events, real_reply))
@@ -292,29 +313,32 @@ def pair(tmp_path_factory):
     holder.close()
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                 HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(program=programs)
-def test_random_programs_match_c_xenstored(pair, program):
-    pair.run(program)
+DIFFERENTIAL = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                        suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                               HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                 HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(program=tx_programs())
-def test_random_transactions_match_c_xenstored(pair, program):
-    pair.run(program)
+def run_programs(pair, strategy):
+    """Run Hypothesis' programs on both daemons; check that they really
+    exercised them (a strategy gone wrong could make empty programs)."""
+    before = pair.requests
+
+    @DIFFERENTIAL
+    @given(program=strategy)
+    def check(program):
+        pair.run(program)
+
+    check()
+    print("%d requests compared" % (pair.requests - before))
+    assert pair.requests - before >= EXAMPLES * 5
 
 
-def test_enough_requests_were_compared(pair):
-    """The property test above really exercised both daemons (it runs
-    first in this module)."""
-    if not pair.requests:
-        pytest.skip("the property test did not run")
-    print("%d requests compared" % pair.requests)
-    assert pair.requests >= EXAMPLES * 20
+def test_random_programs_match_c_xenstored(pair):
+    run_programs(pair, programs)
+
+
+def test_random_transactions_match_c_xenstored(pair):
+    run_programs(pair, tx_programs())
 
 
 def _compare(pair, program):
@@ -334,6 +358,23 @@ def _compare(pair, program):
         for both in conns:
             for conn in both:
                 conn.close()
+
+
+def test_emulator_drops_the_connection_where_xenstored_aborts(pair):
+    """A malformed request while the daemon's errno is 0 (a WATCH just
+    succeeded) makes xenstored abort; the emulator drops the connection,
+    and the comparison checks that the real daemon did die of it."""
+    conns = [pair.connect() for _ in range(CONNECTIONS)]
+    log = []
+    try:
+        assert pair._exchange(conns, log, 0, Op.WATCH, b"/\0t\0", (0, 0)) is not None
+        assert pair._exchange(conns, log, 0, Op.READ, b"/tool\0junk", (0, 0)) is None
+        assert not pair.real.alive()
+    finally:
+        for both in conns:
+            for conn in both:
+                conn.close()
+        pair.restart()
 
 
 def test_big_directory_and_paging(pair):
