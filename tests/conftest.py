@@ -10,9 +10,10 @@ C module ``xen.lowlevel.xs``) carries the ``realdaemon`` marker, so that
 Python (the mutation tool does).  Tests using the fixtures below are marked
 here; a test that calls tests/realdaemons.py itself is marked in its file,
 and an unmarked test that reaches Xen's programs fails (see
-:func:`_only_marked_tests_use_xen`).
+:func:`_xen_refused_to`).
 """
 
+import contextlib
 import sys
 import uuid
 from pathlib import Path
@@ -48,19 +49,38 @@ def pytest_collection_modifyitems(items):
             item.add_marker("realdaemon")
 
 
-@pytest.fixture(autouse=True)
-def _only_marked_tests_use_xen(request, monkeypatch):
-    """Make an unmarked test fail as soon as it reaches for Xen's
-    programs, so that ``-m "not realdaemon"`` can be trusted to need
-    nothing but Python."""
-    if request.node.get_closest_marker("realdaemon") is not None:
+@contextlib.contextmanager
+def _xen_refused_to(item):
+    """While an unmarked test sets up (its module and session fixtures
+    included) and runs, reaching for Xen's programs fails it, so that
+    ``-m "not realdaemon"`` can be trusted to need nothing but Python."""
+    if item.get_closest_marker("realdaemon") is not None:
+        yield
         return
 
     def refuse(*args, **kwargs):
-        raise AssertionError("%s uses Xen's programs but is not marked "
-                             "realdaemon" % request.node.nodeid)
+        raise AssertionError("%s uses Xen's programs but is not marked realdaemon"
+                             % item.nodeid)
+    saved = {name: getattr(realdaemons, name) for name in _XEN_ENTRY_POINTS}
     for name in _XEN_ENTRY_POINTS:
-        monkeypatch.setattr(realdaemons, name, refuse)
+        setattr(realdaemons, name, refuse)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(realdaemons, name, function)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _xen_refused_to(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _xen_refused_to(item):
+        yield
 
 
 # ---------------------------------------------------------------- real daemons

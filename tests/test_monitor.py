@@ -15,6 +15,7 @@ import pytest
 
 from pyxs import Client, Event, Monitor, UnixSocketConnection, XenBusConnection
 from pyxs.exceptions import PyXSError
+from pyxs.testing import XenStoreServer
 from threaded import InThread
 
 #: Seconds any expected event may take to arrive.
@@ -43,6 +44,14 @@ def monitor(client):
 
 class Waiter(InThread):
     patience = SOON * 3
+
+
+def assert_not_busy(waiter, seconds, what):
+    """A wait that lasted *seconds* must not have polled in a loop.  The
+    bound is generous, half the time waited (a busy loop burns about all
+    of it): it catches spinning, it is not a speed goal."""
+    assert waiter.cpu < seconds / 2, \
+        "%s used %.2fs of CPU in %.1fs: does it poll in a loop?" % (what, waiter.cpu, seconds)
 
 
 # --------------------------------------------------------------- basics
@@ -332,7 +341,8 @@ def test_unread_watch_sends_nothing_and_uses_no_cpu(proxy, client, root):
         cpu = time.process_time()
         time.sleep(1.5)
         used = time.process_time() - cpu
-        assert used < 0.1, "an unread watch used %.3fs of CPU in 1.5s" % used
+        # Generous, against a drainer that spins; not a speed goal.
+        assert used < 1.5 / 2, "an unread watch used %.2fs of CPU in 1.5s" % used
         assert proxy.up == sent, "an unread watch sent %d bytes" % (proxy.up - sent)
         client.write(root + "/x", "1")
         expect(monitor, (root + "/x", "unread"))
@@ -340,7 +350,7 @@ def test_unread_watch_sends_nothing_and_uses_no_cpu(proxy, client, root):
         monitor.close()
 
 
-def test_idle_wait_sends_nothing_and_uses_no_cpu(proxy, client, root, record_property):
+def test_idle_wait_sends_nothing_and_does_not_spin(proxy, client, root, record_property):
     monitor = Monitor(UnixSocketConnection(proxy.path, 10))
     try:
         monitor.watch(root, "idle")
@@ -351,7 +361,7 @@ def test_idle_wait_sends_nothing_and_uses_no_cpu(proxy, client, root, record_pro
         # A wait with a timeout and nothing to report.
         idle = Waiter(monitor.wait, None, 1.5)
         assert idle.value() is None
-        assert idle.cpu < 0.1, "an idle wait(timeout=1.5) used %.3fs of CPU" % idle.cpu
+        assert_not_busy(idle, 1.5, "wait(timeout=1.5)")
 
         # A wait without a timeout, woken after a while by a real event.
         woken = Waiter(monitor.wait)
@@ -359,7 +369,7 @@ def test_idle_wait_sends_nothing_and_uses_no_cpu(proxy, client, root, record_pro
         assert proxy.up == sent, "an idle wait sent %d bytes" % (proxy.up - sent)
         client.write(root + "/wake", "up")
         assert woken.value() == Event(root + "/wake", "idle")
-        assert woken.cpu < 0.1, "an idle wait() used %.3fs of CPU" % woken.cpu
+        assert_not_busy(woken, 1.5, "wait()")
         assert proxy.up == sent, "waiting sent %d bytes to the daemon" % (proxy.up - sent)
         record_property("idle_wait_cpu_s", max(idle.cpu, woken.cpu))
         print("idle wait CPU: %.4fs over 1.5s (timeout), %.4fs over 1.5s (woken)"
@@ -377,7 +387,7 @@ def test_idle_client_wait_sends_nothing(proxy, xenstore, root):
         sent = proxy.up
         idle = Waiter(c.wait, None, 1.0)
         assert idle.value() is None
-        assert idle.cpu < 0.1, idle.cpu
+        assert_not_busy(idle, 1.0, "Client.wait(timeout=1.0)")
         assert proxy.up == sent
 
 
@@ -386,12 +396,7 @@ def test_idle_client_wait_sends_nothing(proxy, xenstore, root):
 def test_monitor_over_xenbus_device(tmp_path):
     """A Monitor over a XenBusConnection, with pyxs.testing's emulator
     offering a pseudo-terminal as the XenBus device."""
-    testing = pytest.importorskip("pyxs.testing")
-    try:
-        server = testing.XenStoreServer(str(tmp_path / "emu.sock"), pty=True)
-    except TypeError:
-        pytest.skip("pyxs.testing offers no pseudo-terminal")
-    with server:
+    with XenStoreServer(str(tmp_path / "emu.sock"), pty=True) as server:
         assert server.pty_path
         monitor = Monitor(XenBusConnection(server.pty_path, 10))
         try:
@@ -405,7 +410,7 @@ def test_monitor_over_xenbus_device(tmp_path):
                 time.sleep(0.5)
                 c.write("/bus/other", "2")
                 assert woken.value() == Event("/bus/other", "xb")
-                assert woken.cpu < 0.1, woken.cpu
+                assert_not_busy(woken, 0.5, "wait() over XenBus")
                 monitor.unwatch("/bus", "xb")
                 c.write("/bus/third", "3")
                 expect_nothing(monitor)
