@@ -24,6 +24,14 @@ from compat_harness import SIDES, Recorder, differential, open_handle
 # Fixtures
 
 
+def in_sync(handle):
+    """A round trip on *handle*.  XenStore sends a connection the events
+    of every change it made before a request ahead of that request's
+    reply, so once this returns they have all reached the handle: no need
+    to sleep and hope."""
+    handle.get_domain_path(0)
+
+
 @pytest.fixture
 def modules(xs_lowlevel):
     return {"real": xs_lowlevel, "pyxs": compat}
@@ -574,7 +582,7 @@ def test_one_token_on_two_paths(run):
         h.write("", p + "/b/x", "1")
         rec.next_event("a/x", h)
         h.write("", p + "/a/y", "1")
-        time.sleep(0.2)
+        in_sync(h)
         rec.call("unwatch a", h.unwatch, p + "/a", token)
         # Queued events of a removed watch are still handed out while the
         # token object is in use by another watch (no unwatch filter).
@@ -598,7 +606,7 @@ def test_stale_events(run):
         h.write("", p + "/x", "1")
         h.write("", p + "/y", "1")
         rec.readable("events on their way", h, 5)
-        time.sleep(0.2)
+        in_sync(h)
         rec.call("unwatch", h.unwatch, p, token)
         rec.readable("still readable: the events stay queued", h, 0)
         rec.event("check_watch of a stale event raises EAGAIN", h.check_watch)
@@ -612,7 +620,7 @@ def test_stale_events(run):
         rec.next_event("registration again", h)
         h.write("", p + "/z", "1")
         rec.readable("event on its way", h, 5)
-        time.sleep(0.2)
+        in_sync(h)
         h.unwatch(p, token)
         rec.call("watch with another token", h.watch, p + "/w", other)
         rec.event("read_watch skips the stale event", h.read_watch)
@@ -731,14 +739,14 @@ def test_fileno_follows_the_queue(run):
         for i in range(3):
             writer.write("", "%s/%d" % (p, i), "x")
         rec.readable("readable when changes come", h, 5)
-        time.sleep(0.3)
+        in_sync(h)
         for i in range(3):
             rec.readable("readable before event %d" % i, h, 0)
             rec.event("event %d" % i, h.check_watch)
         rec.readable("empty again", h, 0.2)
         # Events read in passing, during another request, count too.
         writer.write("", p + "/9", "x")
-        time.sleep(0.3)
+        in_sync(h)
         rec.call("an unrelated read", h.read, "", p + "/9")
         rec.readable("readable after it", h, 0)
         rec.event("the event", h.check_watch)
@@ -752,7 +760,6 @@ def test_fileno_made_after_events_queued(run):
         p = rec.root + "/late"
         t = rec.token("t", Token())
         h.watch(p, t)
-        time.sleep(0.3)
         h.read("", p)  # Takes in the registration event, if not there yet.
         rec.fileno("first fileno", h)
         rec.readable("already readable", h, 0)
@@ -878,7 +885,7 @@ def test_daemon_dies_with_events_queued(run_private):
         h.write("", p + "/a", "1")
         h.write("", p + "/b", "1")
         rec.readable("events waiting", h, 5)
-        time.sleep(0.3)
+        in_sync(h)
         rec.daemon.kill()
         # Events queued before the end are still handed out, then EINVAL.
         rec.drain("after the death", h)
