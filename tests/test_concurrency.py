@@ -241,10 +241,10 @@ def test_killed_daemon_fails_pending_calls_and_waits(start_daemon, kind):
             assert isinstance(error, ConnectionError), (result, error)
             assert not isinstance(error, Timeout), error
             assert "closed the connection" in str(error) or "cannot" in str(error), error
-            assert worker.finished_at - killed < 5, worker.finished_at - killed
         result, error = waiter.outcome()
         assert isinstance(error, ConnectionError), (result, error)
         assert "no new one could be made within 3s" in str(error), error
+        # It kept trying for the timeout; the upper bound only catches a hang.
         assert 2.5 < waiter.finished_at - killed < 3 + 10, waiter.finished_at - killed
         # With the daemon gone, the next call fails at once too.
         result, error = Worker(client.read, "/k").outcome(timeout=10)
@@ -265,19 +265,19 @@ def test_killed_daemon_stops_busy_threads(start_daemon, kind):
         while True:
             try:
                 client.write("/busy/%d" % n, done)
-            except ConnectionError:
+            except ConnectionError as e:
                 counts.append(done)
-                return time.monotonic()
+                return e
             done += 1
 
     try:
         workers = [Worker(busy, n) for n in range(4)]
         time.sleep(0.5)
-        killed = time.monotonic()
         daemon.kill(signal.SIGKILL)
         for worker in workers:
-            stopped = worker.value()
-            assert stopped - killed < 5
+            # Stopped by the close, not by the 20 s timeout; the worker's
+            # patience bounds the wait.
+            assert not isinstance(worker.value(), Timeout)
         assert all(counts), "a thread never got going: %r" % (counts,)
     finally:
         client.close()
@@ -297,7 +297,8 @@ def test_paused_daemon_times_out_then_client_recovers(start_daemon, kind):
                 result, error = worker.outcome(timeout=10)
                 assert isinstance(error, Timeout), (result, error)
                 assert isinstance(error, ConnectionError)
-                assert 0.9 <= worker.finished_at - start < 5, worker.finished_at - start
+                # Not (much) before the 1 s timeout; the upper bound only catches a hang.
+                assert 0.9 <= worker.finished_at - start < HANG, worker.finished_at - start
         finally:
             daemon.resume()
         assert Worker(client.read, "/p").value(timeout=10) == "before"
