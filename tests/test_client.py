@@ -991,17 +991,23 @@ def test_backend_default_from_xenstored_rundir(xenstore, root, monkeypatch):
         assert c.read(root + "/rundir") == "v"
 
 
-def test_backend_default_without_environment(monkeypatch):
+@pytest.mark.parametrize("present, expected", [
+    ({"/var/run/xenstored/socket", "/dev/xen/xenbus"}, "/var/run/xenstored/socket"),
+    ({"/var/run/xenstored/socket"}, "/var/run/xenstored/socket"),
+    ({"/dev/xen/xenbus"}, "/dev/xen/xenbus"),
+    ({"/proc/xen/xenbus"}, "/proc/xen/xenbus"),
+    (set(), "/var/run/xenstored/socket"),
+], ids=["both", "socket", "dev-xenbus", "proc-xenbus", "neither"])
+def test_backend_default_without_environment(monkeypatch, present, expected):
+    # As libxenstore decides: the daemon's socket, unless it is missing
+    # and a XenBus device is there (inside a guest).
     monkeypatch.delenv("XENSTORED_PATH", raising=False)
     monkeypatch.delenv("XENSTORED_RUNDIR", raising=False)
+    monkeypatch.setattr(os.path, "exists", lambda path: path in present)
     c = Client()
-    socket_path = "/var/run/xenstored/socket"
-    devices = [d for d in ("/dev/xen/xenbus", "/proc/xen/xenbus") if os.path.exists(d)]
-    if os.path.exists(socket_path) or not devices:
-        assert isinstance(c.connection, UnixSocketConnection)
-        assert c.connection.path == socket_path
-    else:
-        assert isinstance(c.connection, XenBusConnection)
+    assert c.connection.path == expected
+    kind = UnixSocketConnection if expected.endswith("socket") else XenBusConnection
+    assert type(c.connection) is kind
 
 
 # ---------------------------------------------------------------- monitor
@@ -1098,5 +1104,11 @@ def test_monitor_example(tutorial_env):
 
 def test_introduction_examples():
     # Constructing a client does not connect, so these work anywhere.
-    assert isinstance(Client(unix_socket_path="/var/run/xenstored/socket"), Client)
-    assert isinstance(Client(xen_bus_path="/proc/xen/xenbus"), Client)
+    c = Client(unix_socket_path="/var/run/xenstored/socket")
+    assert type(c.connection) is UnixSocketConnection
+    assert c.connection.path == "/var/run/xenstored/socket"
+    assert not c.connection.is_connected
+    c = Client(xen_bus_path="/proc/xen/xenbus")
+    assert type(c.connection) is XenBusConnection
+    assert c.connection.path == "/proc/xen/xenbus"
+    assert not c.connection.is_connected
