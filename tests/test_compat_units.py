@@ -427,6 +427,21 @@ def test_strtoul_edges(raw):
         assert cnumbers.strtoul(raw, base) == _libc_call(_libc.strtoul, raw, base)[0]
 
 
+#: Both sides of the 64-bit limits, with both signs.
+LIMITS = [sign + digits for sign in (b"", b"-", b"+") for digits in (
+    b"18446744073709551614", b"18446744073709551615", b"18446744073709551616",
+    b"9223372036854775807", b"9223372036854775808", b"9223372036854775809",
+    b"0xffffffffffffffff", b"0x10000000000000000", b"0x8000000000000000")]
+
+
+@pytest.mark.parametrize("raw", LIMITS, ids=[r.decode() for r in LIMITS])
+def test_64_bit_limits_as_in_libc(raw):
+    for base in (0, 10, 16):
+        assert cnumbers.strtoul(raw, base) == _libc_call(_libc.strtoul, raw, base)[0]
+        value, end = cnumbers.strtol(raw, base)
+        assert (value, end) == _libc_call(_libc.strtol, raw, base)
+
+
 @pytest.mark.parametrize("entry, expected", [
     (b"b0", (0, 3)), (b"r5", (5, 1)), (b"w0x10", (16, 2)), (b"n010", (8, 0)),
     (b"r -1", (-1, 1)), (b"r", None), (b"", None), (b"x5", None), (b"R5", None),
