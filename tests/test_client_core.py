@@ -31,19 +31,19 @@ def answering(replies):
     """A script: answer each (op, payload) found in *replies* with its
     (op, payload); anything else as the honest server would."""
     def script(peer):
-        while True:
-            try:
+        try:
+            while True:
                 request = peer.next_request()
-            except OSError:
-                return   # The server is closing.
-            if request is None:
-                return
-            scripted = replies.get((request.op, request.payload))
-            if scripted is None:
-                peer.answer(request)
-            else:
-                op, payload = scripted
-                peer.reply(request, payload, op)
+                if request is None:
+                    return
+                scripted = replies.get((request.op, request.payload))
+                if scripted is None:
+                    peer.answer(request)
+                else:
+                    op, payload = scripted
+                    peer.reply(request, payload, op)
+        except OSError:
+            pass   # The server is closing under the script.
     return script
 
 
