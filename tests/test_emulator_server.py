@@ -93,8 +93,10 @@ def test_no_thread_or_descriptor_leaks():
             os.close(fd)
         for conn in conns:
             conn.close()
-    assert _threads() == before_threads
-    assert _open_fds() == before_fds
+    # Subsets: what earlier tests left (a watch connection's drainer
+    # thread, say) may end meanwhile, and is not this test's business.
+    assert _threads() <= before_threads
+    assert _open_fds() <= before_fds
 
 
 def test_failed_start_leaves_what_is_at_the_socket_path(tmp_path):
