@@ -207,10 +207,18 @@ def test_bytes_like_paths(kind):
 @pytest.mark.parametrize("path", [5, None, ["/a"], 1.5, object()],
                          ids=["int", "None", "list", "float", "object"])
 def test_non_text_paths_are_a_type_error(path):
-    for encode in (helpers.encode_path, helpers.encode_watch_path, validate_path):
-        with pytest.raises(TypeError, match="path must be str or bytes, not %s"
-                           % type(path).__name__):
+    for encode, what in ((helpers.encode_path, "path"), (helpers.encode_watch_path, "watch path"),
+                         (validate_path, "path"), (helpers.encode_token, "token")):
+        with pytest.raises(TypeError) as info:
             encode(path)
+        assert str(info.value) == "%s must be str or bytes, not %s" % (what, type(path).__name__)
+
+
+@pytest.mark.parametrize("path", ["/a b", b"/a//b", "@introduceDomain"], ids=["str", "bytes", "special"])
+def test_invalid_path_carries_the_path(path):
+    with pytest.raises(InvalidPath) as info:
+        helpers.encode_path(path)
+    assert info.value.args == (path,)
 
 
 def test_str_paths_keep_lone_surrogates_as_their_bytes():
@@ -242,8 +250,9 @@ def test_encode_token(token, expected):
 
 @pytest.mark.parametrize("token", ["a\x00b", b"\x00", bytearray(b"t\x00")])
 def test_token_with_nul_is_refused(token):
-    with pytest.raises(InvalidPayload, match="NUL"):
+    with pytest.raises(InvalidPayload) as info:
         helpers.encode_token(token)
+    assert str(info.value) == "a watch token cannot contain a NUL byte: %r" % (token,)
 
 
 @pytest.mark.parametrize("number, expected", [
