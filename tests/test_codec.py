@@ -295,8 +295,10 @@ def test_decoder_keeps_a_partial_message(packet, data):
        st.integers(min_value=PAYLOAD_LIMIT + 1, max_value=2 ** 32 - 1))
 def test_decoder_refuses_oversized_length(op, rq_id, tx_id, size):
     header = WIRE_HEADER.pack(int(op), rq_id, tx_id, size)
-    with pytest.raises(UnexpectedPacket):
+    with pytest.raises(UnexpectedPacket) as info:
         PacketDecoder().feed(header)
+    assert str(info.value) == ("a message header announces %d bytes of payload, over the "
+                               "limit of 4096" % size)
 
 
 def test_decoder_accepts_exactly_4096_bytes():
@@ -308,8 +310,9 @@ def test_decoder_accepts_exactly_4096_bytes():
 @FAST
 @given(unknown_ops, UINT32, UINT32, st.binary(max_size=64))
 def test_decoder_refuses_unknown_type(number, rq_id, tx_id, payload):
-    with pytest.raises(UnexpectedPacket):
+    with pytest.raises(UnexpectedPacket) as info:
         PacketDecoder().feed(wire(number, rq_id, tx_id, payload))
+    assert str(info.value) == "a message of unknown type %d" % number
 
 
 def test_decoder_refuses_bad_message_after_good_ones():
