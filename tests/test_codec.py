@@ -301,6 +301,17 @@ def test_decoder_refuses_oversized_length(op, rq_id, tx_id, size):
                                "limit of 4096" % size)
 
 
+def test_decoder_does_not_read_a_continuation_as_a_message():
+    # The rest of a message whose header came alone, shaped so that it
+    # would pass for a whole message of its own.
+    inner = wire(Op.READ, 1, 2, b"abcd")
+    outer = wire(Op.READ, 9, 0, inner)
+    decoder = PacketDecoder()
+    assert decoder.feed(outer[:16]) == []
+    [p] = decoder.feed(outer[16:])
+    assert (p.op, p.rq_id, p.tx_id, p.payload) == (Op.READ, 9, 0, inner)
+
+
 def test_decoder_accepts_exactly_4096_bytes():
     data = wire(Op.READ, 1, 0, b"v" * PAYLOAD_LIMIT)
     [p] = PacketDecoder().feed(data)
