@@ -203,6 +203,36 @@ def test_walk_through_a_listing_over_4096_bytes(client, root, xenstore):
     assert seen == expected
 
 
+def test_walk_from_the_root_and_through_names_ending_in_x(client, root):
+    client.write(root + "/nodeX/child", "c")
+    client.write(root + "/a/b", "v")
+    walked = {path: sorted(children) for path, _, children in client.walk(root)}
+    assert walked == {root: ["a", "nodeX"], root + "/a": ["b"], root + "/a/b": [],
+                      root + "/nodeX": ["child"], root + "/nodeX/child": []}
+    top = client.walk("/")
+    path, _, children = next(top)
+    assert path == "/"
+    paths = [p for p, _, _ in top]
+    assert set(children) <= {p[1:] for p in paths if p.count("/") == 1}
+    assert all(not p.startswith("//") for p in paths)
+
+
+def test_walk_asks_for_each_node_once_in_bounded_batches(xenstore, root):
+    connection = CountingConnection(xenstore.socket_path, TIMEOUT)
+    with Client(connection=connection) as c:
+        for d in range(6):
+            for leaf in range(40):
+                c.write("%s/d%d/l%d" % (root, d, leaf), "v")
+        del connection.writes[:]
+        nodes = list(c.walk(root))
+    assert len(nodes) == 1 + 6 + 6 * 40
+    # One DIRECTORY and one READ per node, never asked twice...
+    assert sum(connection.writes) == 2 * len(nodes)
+    # ...at most PIPELINE_DEPTH in flight, and many in each write.
+    assert max(connection.writes) <= PIPELINE_DEPTH
+    assert len(connection.writes) <= len(nodes) // 4
+
+
 # ----------------------------------------------------- run_in_transaction
 
 def test_run_in_transaction_with_one_attempt_does_not_retry(client, xenstore, root):
@@ -229,8 +259,9 @@ def test_run_in_transaction_with_one_attempt_does_not_retry(client, xenstore, ro
 @pytest.mark.parametrize("attempts", [0, -1])
 def test_run_in_transaction_needs_an_attempt(client, attempts):
     calls = []
-    with pytest.raises(ValueError, match="attempts"):
+    with pytest.raises(ValueError) as info:
         client.run_in_transaction(calls.append, attempts=attempts)
+    assert str(info.value) == "attempts must be at least 1, not %d" % attempts
     assert calls == []
     assert client.tx_id == 0
 
