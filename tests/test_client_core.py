@@ -27,9 +27,11 @@ def scripted_client(srv):
     return Client(unix_socket_path=srv.path, socket_timeout=TIMEOUT)
 
 
-def answering(replies):
+def answering(replies, every=None):
     """A script: answer each (op, payload) found in *replies* with its
-    (op, payload); anything else as the honest server would."""
+    (op, payload), every request of an op in *every* with its payload,
+    anything else as the honest server would."""
+    every = every or {}
     def script(peer):
         try:
             while True:
@@ -37,6 +39,8 @@ def answering(replies):
                 if request is None:
                     return
                 scripted = replies.get((request.op, request.payload))
+                if request.op in every:
+                    scripted = (request.op, every[request.op])
                 if scripted is None:
                     peer.answer(request)
                 else:
@@ -152,6 +156,59 @@ def test_lost_transaction_commit_raises_abort_does_not(server):
         assert t.transaction_end(commit=False) is None
         assert t.tx_id == 0
     assert all(op is not Op.TRANSACTION_END for op, _ in requests_after_the_loss(srv))
+
+
+# ------------------------------------------------ transaction replies
+
+def answer_transaction_start_with(payload):
+    return answering({(Op.TRANSACTION_START, b"\0"): (Op.TRANSACTION_START, payload)})
+
+
+@pytest.mark.parametrize("payload", [b"0\0", b"4294967296\0", b"04294967296\0", b"12",
+                                     b"abc\0", b"-1\0", b"+5\0", b" 5\0", b"\0",
+                                     b"12345678901\0"],
+                         ids=["zero", "over-32-bits", "11-digits-leading-zero", "no-nul",
+                              "letters", "negative", "plus", "space", "empty", "11-digits"])
+def test_transaction_start_refuses_what_is_not_a_transaction_id(server, payload):
+    srv = server(answer_transaction_start_with(payload))
+    with scripted_client(srv) as c:
+        with pytest.raises(UnexpectedPacket) as info:
+            c.transaction_start()
+        assert str(info.value) == "%r answered TRANSACTION_START with %r, which is not a " \
+            "transaction id" % (srv.path, payload)
+        assert c.tx_id == 0
+    # The connection whose daemon may hold an unnamed transaction is ended.
+    assert srv.peers[0].closed_by_client.wait(TIMEOUT)
+
+
+@pytest.mark.parametrize("payload, tx_id", [(b"1\0", 1), (b"4294967295\0", 4294967295),
+                                            (b"0000000007\0", 7)])
+def test_transaction_start_takes_any_32_bit_id(server, payload, tx_id):
+    srv = server(answer_transaction_start_with(payload))
+    with scripted_client(srv) as c:
+        assert c.transaction_start() == tx_id
+        assert c.tx_id == tx_id
+        with pytest.raises(PyXSError) as info:
+            c.transaction_start()
+        assert info.value.errno == errno.EALREADY
+        c.read_many(["/x"])
+    [start] = [r for r in srv.peers[0].requests if r.op is Op.TRANSACTION_START]
+    assert (start.payload, start.tx_id) == (b"\0", 0)
+    [read] = [r for r in srv.peers[0].requests if r.op is Op.READ]
+    assert read.tx_id == tx_id
+
+
+@pytest.mark.parametrize("op, call", [
+    (Op.TRANSACTION_END, lambda c: c.transaction().transaction_end()),
+    (Op.UNWATCH, lambda c: (c.watch("/w", "t"), c.unwatch("/w", "t"))),
+    (Op.WRITE, lambda c: c.write("/w", "v")),
+], ids=["transaction_end", "unwatch", "write"])
+def test_a_reply_other_than_ok_is_unexpected(server, op, call):
+    srv = server(answering({}, every={op: b"NOTOK\0"}))
+    with scripted_client(srv) as c:
+        with pytest.raises(UnexpectedPacket) as info:
+            call(c)
+    assert str(info.value) == "XenStore answered %s with b'NOTOK\\x00' instead of OK" % op.name
 
 
 # ----------------------------------------------------------------- walk
