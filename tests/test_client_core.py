@@ -14,7 +14,7 @@ import errno
 import pytest
 
 from pyxs import Client, UnixSocketConnection
-from pyxs._internal import Op, PacketDecoder
+from pyxs._internal import Event, Op, Packet, PacketDecoder
 from pyxs.client import PIPELINE_DEPTH
 from pyxs.exceptions import ConnectionError, PyXSError, UnexpectedPacket
 from test_client import names_totalling, other_client
@@ -166,9 +166,10 @@ def answer_transaction_start_with(payload):
 
 @pytest.mark.parametrize("payload", [b"0\0", b"4294967296\0", b"04294967296\0", b"12",
                                      b"abc\0", b"-1\0", b"+5\0", b" 5\0", b"\0",
-                                     b"12345678901\0"],
+                                     b"12345678901\0", b"00000000001\0"],
                          ids=["zero", "over-32-bits", "11-digits-leading-zero", "no-nul",
-                              "letters", "negative", "plus", "space", "empty", "11-digits"])
+                              "letters", "negative", "plus", "space", "empty", "11-digits",
+                              "11-digits-small"])
 def test_transaction_start_refuses_what_is_not_a_transaction_id(server, payload):
     srv = server(answer_transaction_start_with(payload))
     with scripted_client(srv) as c:
@@ -209,6 +210,18 @@ def test_a_reply_other_than_ok_is_unexpected(server, op, call):
         with pytest.raises(UnexpectedPacket) as info:
             call(c)
     assert str(info.value) == "XenStore answered %s with b'NOTOK\\x00' instead of OK" % op.name
+
+
+def test_watch_event_with_more_strings_gives_path_and_token(server):
+    def extra_strings(peer):
+        request = peer.take(1, Op.WATCH)[0]
+        peer.reply(request, b"OK\0")
+        peer.send(Packet(Op.WATCH_EVENT, b"/w\0tok\0extra\0"))
+        peer.wait_for_close()
+
+    with scripted_client(server(extra_strings)) as c:
+        c.watch("/w", "tok")
+        assert c.wait(timeout=TIMEOUT) == Event("/w", "tok")
 
 
 # ----------------------------------------------------------------- walk
