@@ -427,6 +427,14 @@ def test_strtoul_edges(raw):
         assert cnumbers.strtoul(raw, base) == _libc_call(_libc.strtoul, raw, base)[0]
 
 
+@pytest.mark.parametrize("raw", [b"0xg", b"0x", b"0Xg1", b"-0xg", b" 0xz", b"0x1g", b"0xG"],
+                         ids=["0xg", "0x", "0Xg1", "-0xg", "space-0xz", "0x1g", "0xG"])
+def test_a_base_prefix_without_a_hex_digit_is_a_zero(raw):
+    # strtol reads the "0" alone and stops before the "x": the end counts.
+    for base in (0, 16):
+        assert cnumbers.strtol(raw, base) == _libc_call(_libc.strtol, raw, base)
+
+
 #: Both sides of the 64-bit limits, with both signs.
 LIMITS = [sign + digits for sign in (b"", b"-", b"+") for digits in (
     b"18446744073709551614", b"18446744073709551615", b"18446744073709551616",
