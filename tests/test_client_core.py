@@ -201,9 +201,10 @@ def test_transaction_start_takes_any_32_bit_id(server, payload, tx_id):
 
 @pytest.mark.parametrize("op, call", [
     (Op.TRANSACTION_END, lambda c: c.transaction().transaction_end()),
+    (Op.WATCH, lambda c: c.watch("/w", "t")),
     (Op.UNWATCH, lambda c: (c.watch("/w", "t"), c.unwatch("/w", "t"))),
     (Op.WRITE, lambda c: c.write("/w", "v")),
-], ids=["transaction_end", "unwatch", "write"])
+], ids=["transaction_end", "watch", "unwatch", "write"])
 def test_a_reply_other_than_ok_is_unexpected(server, op, call):
     srv = server(answering({}, every={op: b"NOTOK\0"}))
     with scripted_client(srv) as c:
