@@ -29,6 +29,8 @@ from test_emulator_differential import Pair, programs, tx_programs
 from test_emulator_server import PtyConnection
 from test_guest_realdaemons import _check_fuse
 
+pytestmark = pytest.mark.realdaemon
+
 DOMID = 5
 HOME = b"/local/domain/5"
 EXAMPLES = int(os.environ.get("PYXS_DIFF_GUEST_EXAMPLES", "150"))
