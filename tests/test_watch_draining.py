@@ -27,6 +27,11 @@ from pyxs.exceptions import EventsDropped, PyXSError
 #: nodes would lose events in the daemon whenever the receiver lags.
 BURST = 20000
 
+#: A write slower than this was held up by the daemon.  Stalled writes
+#: wait until the watcher reads (for ever, here); a write normally takes
+#: well under a millisecond, so this only allows for a loaded machine.
+STALL = 5.0
+
 
 class Worker(InThread):
     patience = 120.0
@@ -65,7 +70,7 @@ def test_unread_monitor_never_slows_a_writer(xenstore, client, root):
         monitor.watch(root, "burst")
         # Nobody waits on the monitor while the other client writes.
         worst = Worker(_writer, xenstore.socket_path, paths).value()
-        assert worst < 1.0, "a write took %.2fs while a watcher slept" % worst
+        assert worst < STALL, "a write took %.2fs while a watcher slept" % worst
         events = _take(monitor, BURST + 1)
     _remove(xenstore.socket_path, root)
     assert events[0] == Event(root, "burst")
@@ -85,7 +90,7 @@ def test_unread_watch_on_a_busy_client_never_slows_a_writer(xenstore, client, ro
         assert client.read(root + "/mine") == "0"
         calls += 1
     worst = writer.value()
-    assert worst < 1.0, "a write took %.2fs while a watcher was busy" % worst
+    assert worst < STALL, "a write took %.2fs while a watcher was busy" % worst
     assert calls > 0
     events = _take(client, BURST + 1)
     client.unwatch(root + "/w", "own")
