@@ -41,7 +41,6 @@ What cannot be the same is described in the documentation page
 
 import errno
 import functools
-import inspect
 import operator
 import os
 import select
@@ -97,7 +96,8 @@ def _errno_of_failure(failure: ConnectionError) -> int:
     if isinstance(failure, Timeout):
         return errno.ETIMEDOUT
     cause = failure.__cause__
-    if isinstance(cause, OSError):
+    # pyxs's own ConnectionError is an OSError too, but carries no errno.
+    if isinstance(cause, OSError) and not isinstance(cause, PyXSError):
         return cause.errno or errno.EINVAL
     return errno.EBADF
 
@@ -237,7 +237,9 @@ def _varargs(method: F) -> F:
     positional arguments only: keywords are refused before anything else,
     then a closed handle, then the method checks its arguments."""
     name = method.__name__
-    count = len(inspect.signature(method).parameters) - 1  # Not counting self.
+    # Its positional parameters, read from the code object rather than
+    # with inspect.signature: importing inspect would double pyxs's import time.
+    count = method.__code__.co_argcount - 1  # Not counting self.
 
     @functools.wraps(method)
     def wrapper(self: "xs", *args: object, **kwargs: object) -> Any:

@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from typing import (Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence,
-                    Tuple, TypeVar, Union)
+                    Tuple, TypeVar, Union, overload)
 
 from ._channel import Channel, Slot, forget_parent_after_fork
 from ._internal import Event, Op, join_strings, split_strings
@@ -25,7 +25,8 @@ from .connection import (FileDescriptorConnection, UnixSocketConnection,
                          XenBusConnection, default_socket_path, default_xenbus_path)
 from .exceptions import ConnectionError, InvalidPayload, PyXSError, UnexpectedPacket
 from .helpers import (Text, encode_number, encode_path, encode_perms, encode_token,
-                      encode_value, encode_watch_path, error, to_bytes, to_text)
+                      encode_value, encode_watch_path, error, to_bytes, to_text,
+                      warn_deprecated)
 
 __all__ = ["Client", "Monitor"]
 
@@ -38,6 +39,9 @@ PIPELINE_DEPTH = 64
 DEFAULT_TRANSACTION_ATTEMPTS = 16
 
 _OK = b"OK\0"
+
+# Tells "no default given" from any default a caller may pass, None included.
+_NO_DEFAULT = object()
 
 
 def _expect_ok(op: Op, reply: bytes) -> None:
@@ -97,6 +101,11 @@ class _ChannelUser:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        return "<%s on %r, %s>" % (type(self).__name__, self.connection,
+                                   "connected" if self.connection.is_connected
+                                   else "not connected")
 
 
 class Client(_ChannelUser):
@@ -169,6 +178,10 @@ class Client(_ChannelUser):
         # connection, and so the transaction, by itself.)
         self._tx_lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text[:-1] + ", in transaction %d>" % self.tx_id if self.tx_id else text
+
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if self.tx_id:
@@ -204,14 +217,57 @@ class Client(_ChannelUser):
         """
         return self._call(Op.READ, join_strings(encode_path(path)))
 
-    def read(self, path: Text) -> str:
-        """Return the value of *path* as text (see the class notes on how
-        bytes that are not UTF-8 are kept).
+    @overload
+    def read(self, path: Text) -> str: ...
 
+    @overload
+    def read(self, path: Text, default: T) -> Union[str, T]: ...
+
+    def read(self, path: Text, default: object = _NO_DEFAULT) -> object:
+        """Return the value of *path* as text (see the class notes on how
+        bytes that are not UTF-8 are kept), or *default*, when one is
+        given, if there is no such node:
+
+        >>> with Client(unix_socket_path=socket_path) as c:
+        ...     c.read("/vm/1/memory", "512")
+        '512'
+
+        :param default: what to return for a missing node (``None`` too);
+            without it a missing node raises.
         :raises pyxs.exceptions.PyXSError: ``ENOENT`` when there is no
-            such node, ``EACCES`` when it may not be read.
+            such node and no *default*, ``EACCES`` when it may not be read.
+
+        .. versionadded:: 0.5.0
+           The *default* parameter, as pyxs 0.3.1 to 0.4.1 had it.
         """
-        return to_text(self.read_bytes(path))
+        try:
+            return to_text(self.read_bytes(path))
+        except PyXSError as e:
+            if default is _NO_DEFAULT or e.errno != errno.ENOENT:
+                raise
+            return default
+
+    def exists(self, path: Text) -> bool:
+        """Whether there is a node at *path*; ``path in client`` asks the
+        same:
+
+        >>> with Client(unix_socket_path=socket_path) as c:
+        ...     c["/vm/1/name"] = "guest"
+        ...     c.exists("/vm/1/name"), "/vm/1/memory" in c
+        (True, False)
+
+        :raises pyxs.exceptions.PyXSError: ``EACCES`` when XenStore will
+            not say, because the node may not be read.
+
+        .. versionadded:: 0.5.0
+        """
+        try:
+            self.read_bytes(path)
+        except PyXSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            return False
+        return True
 
     def write(self, path: Text, value: object) -> None:
         """Set the value of *path*, creating it and any missing parents.
@@ -298,9 +354,26 @@ class Client(_ChannelUser):
         """
         self._ack(Op.SET_PERMS, join_strings(encode_watch_path(path), *encode_perms(perms)))
 
-    __getitem__ = read
-    __setitem__ = write
-    __delitem__ = rm
+    # A client reads like a mapping of paths to values.
+
+    def __getitem__(self, path: Text) -> str:
+        """``client[path]``: :meth:`read`, without a default."""
+        return self.read(path)
+
+    def __setitem__(self, path: Text, value: object) -> None:
+        """``client[path] = value``: :meth:`write`."""
+        self.write(path, value)
+
+    def __delitem__(self, path: Text) -> None:
+        """``del client[path]``: :meth:`rm`."""
+        self.rm(path)
+
+    def __contains__(self, path: Text) -> bool:
+        """``path in client``: :meth:`exists`.
+
+        .. versionadded:: 0.5.0
+        """
+        return self.exists(path)
 
     def read_many(self, paths: Iterable[Text]) -> List[Optional[str]]:
         """Read many nodes at once, keeping up to :data:`PIPELINE_DEPTH`
@@ -604,6 +677,85 @@ class Client(_ChannelUser):
                 # Read once for every burst of changes, not once per event.
                 while monitor.wait(timeout=0) is not None:
                     pass
+
+
+    # The names pyxs 0.4 used, kept for programs written for it; see
+    # docs/migrating.rst.  They come last: ``list`` would otherwise hide
+    # the built-in in the rest of the class body.
+
+    def list(self, path: Text) -> List[str]:
+        """Deprecated name of :meth:`ls`.
+
+        .. deprecated:: 0.5.0
+           Use :meth:`ls`.
+        """
+        warn_deprecated("Client.list()", "Client.ls()")
+        return self.ls(path)
+
+    def delete(self, path: Text) -> None:
+        """Deprecated name of :meth:`rm`.
+
+        .. deprecated:: 0.5.0
+           Use :meth:`rm`.
+        """
+        warn_deprecated("Client.delete()", "Client.rm()")
+        self.rm(path)
+
+    def get_perms(self, path: Text) -> List[str]:
+        """Deprecated name of :meth:`get_permissions`.
+
+        .. deprecated:: 0.5.0
+           Use :meth:`get_permissions`.
+        """
+        warn_deprecated("Client.get_perms()", "Client.get_permissions()")
+        return self.get_permissions(path)
+
+    def set_perms(self, path: Text, perms: Sequence[Text]) -> None:
+        """Deprecated name of :meth:`set_permissions`.
+
+        .. deprecated:: 0.5.0
+           Use :meth:`set_permissions`.
+        """
+        warn_deprecated("Client.set_perms()", "Client.set_permissions()")
+        self.set_permissions(path, perms)
+
+    def commit(self) -> bool:
+        """End this client's transaction with a commit, as pyxs 0.4 did:
+        False when it conflicted with another change (nothing was
+        committed), True when it committed.
+
+        .. deprecated:: 0.5.0
+           Use :meth:`transaction_end`, which raises ``EAGAIN`` for a
+           conflict, or :meth:`run_in_transaction`.
+        """
+        warn_deprecated("Client.commit()", "Client.transaction_end(commit=True)")
+        self._require_transaction("commit")
+        try:
+            self.transaction_end(commit=True)
+        except PyXSError as e:
+            if e.errno != errno.EAGAIN:
+                raise
+            return False
+        return True
+
+    def rollback(self) -> None:
+        """End this client's transaction, dropping its changes.
+
+        .. deprecated:: 0.5.0
+           Use ``transaction_end(commit=False)``.
+        """
+        warn_deprecated("Client.rollback()", "Client.transaction_end(commit=False)")
+        self._require_transaction("rollback")
+        self.transaction_end(commit=False)
+
+    def _require_transaction(self, method: str) -> None:
+        # pyxs 0.4 sent the request even without a transaction, and
+        # XenStore refused it; here the likely cause is named: 0.4's
+        # transaction() put the client itself in the transaction.
+        if not self.tx_id:
+            raise PyXSError(errno.ENOENT, "%s(): this client is not in a transaction; "
+                            "since pyxs 0.5, transaction() returns a new client that is "
+                            "(or use transaction_start())" % method)
 
 
 _wait_tokens = itertools.count()

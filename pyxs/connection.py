@@ -135,8 +135,9 @@ class FileDescriptorConnection:
         :raises pyxs.exceptions.ConnectionError: when the other end has
             closed the connection or the read fails.
         """
+        fd = self.fileno()
         try:
-            data = os.read(self.fileno(), _READ_SIZE)
+            data = os.read(fd, _READ_SIZE)
         except BlockingIOError:
             return b""
         except OSError as e:

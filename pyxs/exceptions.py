@@ -6,6 +6,7 @@ about the caller's input are also :exc:`ValueError`, and are always raised
 before anything has been sent to XenStore.
 """
 
+import builtins
 from typing import Optional
 
 __all__ = [
@@ -62,6 +63,16 @@ class InvalidPath(ValueError, PyXSError):
     ``/`` aside), and is at most 3072 bytes long when absolute or 2048
     bytes when relative.  The special paths ``@introduceDomain`` and
     ``@releaseDomain`` are only valid where a watch path is expected.
+    The message says which of these rules the path breaks:
+
+    >>> from pyxs.helpers import validate_path
+    >>> validate_path("/vm/my guest")
+    Traceback (most recent call last):
+      ...
+    pyxs.exceptions.InvalidPath: invalid path '/vm/my guest': ' ' is not allowed (only ASCII letters, digits and -/_@)
+
+    .. versionchanged:: 0.5.0
+       The message says which rule the path breaks.
     """
 
 
@@ -71,11 +82,27 @@ class InvalidPermission(ValueError, PyXSError):
     and the domain id is a decimal number, for example ``"r5"``."""
 
 
-class ConnectionError(PyXSError):  # noqa: A001 - the documented name
+class ConnectionError(PyXSError, builtins.ConnectionError):  # noqa: A001 - the documented name
     """The conversation with XenStore failed: it could not be opened,
     it broke, or the daemon broke the protocol.  Every call that was
     waiting on the connection fails with it; the client connects again
-    on its next call."""
+    on its next call.
+
+    It is also Python's own :exc:`builtins.ConnectionError` (and so an
+    :exc:`OSError`), so that ``except ConnectionError:`` catches it in
+    code that never imports pyxs's exceptions:
+
+    >>> import builtins, pyxs
+    >>> issubclass(pyxs.ConnectionError, builtins.ConnectionError)
+    True
+
+    .. versionchanged:: 0.5.0
+       Also a :exc:`builtins.ConnectionError`.
+    """
+
+    # The message alone, as for every pyxs error, rather than OSError's
+    # "[Errno N] ..." form.
+    __str__ = Exception.__str__
 
 
 class UnexpectedPacket(ConnectionError):
@@ -84,9 +111,15 @@ class UnexpectedPacket(ConnectionError):
     frame."""
 
 
-class Timeout(ConnectionError):
+class Timeout(ConnectionError, builtins.TimeoutError):
     """XenStore did not answer within the connection's timeout.  The
-    connection is closed, since its later replies could not be trusted."""
+    connection is closed, since its later replies could not be trusted.
+
+    It is also Python's own :exc:`TimeoutError`.
+
+    .. versionchanged:: 0.5.0
+       Also a :exc:`TimeoutError`.
+    """
 
 
 class EventsDropped(PyXSError):

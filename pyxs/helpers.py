@@ -10,6 +10,7 @@ wire, so a request is fully checked before any of it is sent.
 import errno
 import os
 import re
+import warnings
 from typing import Iterable, List, Sequence, Union
 
 from .exceptions import InvalidPath, InvalidPayload, InvalidPermission, PyXSError
@@ -28,6 +29,9 @@ SPECIAL_PATHS = frozenset([b"@introduceDomain", b"@releaseDomain"])
 
 # fullmatch, so that a trailing newline cannot slip past a ``$``.
 _PATH_CHARS = re.compile(rb"[A-Za-z0-9\-/_@]+")
+# A character no path may hold, in a path given as str and as bytes.
+_NOT_PATH_CHAR = re.compile(r"[^A-Za-z0-9\-/_@]")
+_NOT_PATH_BYTE = re.compile(rb"[^A-Za-z0-9\-/_@]")
 _PERMISSION = re.compile(rb"[wrbn][0-9]+")
 
 
@@ -79,15 +83,30 @@ def encode_path(path: Text) -> bytes:
     """Validate a node path and return its wire form (without the NUL)."""
     raw = to_bytes(path, "path")
     limit = ABSOLUTE_PATH_MAX if raw.startswith(b"/") else RELATIVE_PATH_MAX
-    if (
-        _PATH_CHARS.fullmatch(raw) is None
-        or raw.startswith(b"@")
-        or b"//" in raw
-        or (raw.endswith(b"/") and raw != b"/")
-        or len(raw) > limit
-    ):
-        raise InvalidPath(path)
-    return raw
+    if _PATH_CHARS.fullmatch(raw) is None:
+        if not raw:
+            reason = "a path cannot be empty"
+        else:
+            bad = (_NOT_PATH_CHAR.search(path) if isinstance(path, str)
+                   else _NOT_PATH_BYTE.search(raw))
+            reason = "%r is not allowed (only ASCII letters, digits and -/_@)" % (
+                bad.group() if bad else path,)
+    elif raw.startswith(b"@"):
+        reason = ("only the special paths @introduceDomain and @releaseDomain "
+                  "start with '@', and only watches take them")
+    elif b"//" in raw:
+        reason = "'//' is not allowed"
+    elif raw.endswith(b"/") and raw != b"/":
+        reason = "only the root '/' may end with '/'"
+    elif len(raw) > limit:
+        reason = "%d bytes long, over the limit of %d for %s path" % (
+            len(raw), limit, "an absolute" if limit == ABSOLUTE_PATH_MAX else "a relative")
+    else:
+        return raw
+    shown = repr(path)
+    if len(shown) > 60:
+        shown = shown[:50] + "..."  # The length is in the reason.
+    raise InvalidPath("invalid path %s: %s" % (shown, reason))
 
 
 def encode_watch_path(wpath: Text) -> bytes:
@@ -185,3 +204,40 @@ def validate_perms(perms: Sequence[Text]) -> Sequence[Text]:
     """
     encode_perms(perms)
     return perms
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    """Warn that the caller's caller used *old*, a name kept from pyxs 0.4,
+    and that *new* replaces it."""
+    warnings.warn("%s is deprecated since pyxs 0.5.0: use %s instead" % (old, new),
+                  DeprecationWarning, stacklevel=3)
+
+
+def check_path(path: Text) -> Text:
+    """Deprecated name of :func:`validate_path`.
+
+    .. deprecated:: 0.5.0
+       Use :func:`validate_path`.
+    """
+    warn_deprecated("pyxs.helpers.check_path()", "pyxs.helpers.validate_path()")
+    return validate_path(path)
+
+
+def check_watch_path(wpath: Text) -> Text:
+    """Deprecated name of :func:`validate_watch_path`.
+
+    .. deprecated:: 0.5.0
+       Use :func:`validate_watch_path`.
+    """
+    warn_deprecated("pyxs.helpers.check_watch_path()", "pyxs.helpers.validate_watch_path()")
+    return validate_watch_path(wpath)
+
+
+def check_perms(perms: Sequence[Text]) -> Sequence[Text]:
+    """Deprecated name of :func:`validate_perms`.
+
+    .. deprecated:: 0.5.0
+       Use :func:`validate_perms`.
+    """
+    warn_deprecated("pyxs.helpers.check_perms()", "pyxs.helpers.validate_perms()")
+    return validate_perms(perms)
