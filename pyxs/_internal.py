@@ -8,6 +8,8 @@ turns a stream of received bytes back into packets, whatever pieces the
 stream arrives in.
 """
 
+from __future__ import annotations
+
 import enum
 import errno
 import struct

@@ -7,6 +7,8 @@ replies to them and routes watch events.  This module turns the
 operations into requests and the replies into Python values.
 """
 
+from __future__ import annotations
+
 import collections
 import copy
 import errno

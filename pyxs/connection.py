@@ -7,10 +7,10 @@ wait can be bounded, and every operating-system failure becomes a
 :exc:`~pyxs.exceptions.ConnectionError` that names the path.
 """
 
+from __future__ import annotations
+
 import os
-import platform
 import select
-import socket
 import time
 from typing import Optional
 
@@ -40,7 +40,7 @@ def default_xenbus_path() -> str:
     rules as Xen's libxenstore (``$XENSTORED_PATH`` first)."""
     if os.environ.get("XENSTORED_PATH"):
         return os.environ["XENSTORED_PATH"]
-    system = platform.system()
+    system = os.uname().sysname
     if system == "NetBSD":
         return "/kern/xen/xenbus"
     if system == "FreeBSD":
@@ -174,6 +174,10 @@ class UnixSocketConnection(FileDescriptorConnection):
         return type(self)(self.path, self.timeout)
 
     def _open(self) -> int:
+        # Imported here, where it is needed: it is a large part of what
+        # "import pyxs" would cost, and a guest never needs it.
+        import socket
+
         deadline = time.monotonic() + self.timeout
         pause = 0.001
         while True:

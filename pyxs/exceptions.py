@@ -6,6 +6,8 @@ about the caller's input are also :exc:`ValueError`, and are always raised
 before anything has been sent to XenStore.
 """
 
+from __future__ import annotations
+
 import builtins
 from typing import Optional
 

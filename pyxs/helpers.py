@@ -7,6 +7,8 @@ uses: they validate and turn the argument into the bytes that go on the
 wire, so a request is fully checked before any of it is sent.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import re
