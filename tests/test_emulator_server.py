@@ -400,7 +400,7 @@ def _plugin_installed():
         found = entry_points(group="pytest11")
     except TypeError:  # Python < 3.10
         found = entry_points().get("pytest11", [])
-    return any(ep.value == "pyxs.testing.pytest_plugin" for ep in found)
+    return any(ep.value == "pyxs.pytest_plugin" for ep in found)
 
 
 def run_with_plugin(tmp_path, source):
@@ -411,7 +411,7 @@ def run_with_plugin(tmp_path, source):
     # The child is a user's own test run: tools/mutate's state is not its.
     env.pop("MUTANT_UNDER_TEST", None)
     # Installed, pyxs registers the plugin itself; otherwise ask for it.
-    load = [] if _plugin_installed() else ["-p", "pyxs.testing.pytest_plugin"]
+    load = [] if _plugin_installed() else ["-p", "pyxs.pytest_plugin"]
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
                           + load + [str(tmp_path)],
                           capture_output=True, text=True, env=env, cwd=str(tmp_path),
