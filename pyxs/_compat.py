@@ -190,7 +190,7 @@ def _exactly(args: Tuple[object, ...], count: int) -> None:
                         % (count, "" if count == 1 else "s", len(args)))
 
 
-def _keywords(args: Tuple[object, ...], kwargs: Dict[Any, object],
+def _keywords(args: Tuple[object, ...], kwargs: Dict[Any, Any],
               names: Sequence[str], required: int,
               converters: Sequence[Callable[[object, int], object]]) -> List[object]:
     """Parse arguments as ``PyArg_ParseTupleAndKeywords`` does, checks in
@@ -338,8 +338,10 @@ class _Readiness:
                     self._poller.register(fd, select.EPOLLIN)
             elif hasattr(select, "kqueue"):
                 self._poller = select.kqueue()
-                self._poller.control([select.kevent(fd, select.KQ_FILTER_READ,
-                                                    select.KQ_EV_ADD) for fd in fds], 0)
+                # (Linux's typeshed has no kqueue: these lines run on BSD.)
+                self._poller.control([select.kevent(fd, select.KQ_FILTER_READ,  # type: ignore[attr-defined]
+                                                    select.KQ_EV_ADD)  # type: ignore[attr-defined]
+                                      for fd in fds], 0)
             else:
                 raise OSError(errno.ENOSYS, "neither epoll nor kqueue is available")
         except BaseException:
@@ -348,7 +350,8 @@ class _Readiness:
             raise
 
     def fileno(self) -> int:
-        return self._poller.fileno()
+        fd: int = self._poller.fileno()
+        return fd
 
     def update(self, pending: Callable[[], bool]) -> None:
         """Make the flag pipe readable exactly while ``pending()`` is
@@ -371,8 +374,8 @@ class _Readiness:
             if hasattr(select, "epoll") and isinstance(self._poller, select.epoll):
                 self._poller.unregister(fd)
             else:
-                self._poller.control([select.kevent(fd, select.KQ_FILTER_READ,
-                                                    select.KQ_EV_DELETE)], 0)
+                self._poller.control([select.kevent(fd, select.KQ_FILTER_READ,  # type: ignore[attr-defined]
+                                                    select.KQ_EV_DELETE)], 0)  # type: ignore[attr-defined]
         except (OSError, ValueError):
             pass  # Closing the descriptor has already removed it.
 
@@ -430,6 +433,14 @@ class xs:  # noqa: N801 - the C extension's name
 
     __slots__ = ("_client", "_generation", "_lock", "_tokens", "_dead", "_readiness",
                  "__weakref__")
+    _client: Optional[Client]  # None: closed (or never opened).
+    _generation: int
+    _lock: threading.Lock
+    # The watch tokens, in the C extension's layout: a list whose free
+    # slots hold None, searched by identity.
+    _tokens: List[object]
+    _dead: bool
+    _readiness: Optional[_Readiness]
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         # The C type cannot be subclassed either.
@@ -437,14 +448,12 @@ class xs:  # noqa: N801 - the C extension's name
 
     def __new__(cls, *args: object, **kwargs: object) -> "xs":
         self = super().__new__(cls)
-        self._client: Optional[Client] = None  # None: closed (or never opened).
+        self._client = None
         self._generation = 0
         self._lock = threading.Lock()
-        # The watch tokens, in the C extension's layout: a list whose free
-        # slots hold None, searched by identity.
-        self._tokens: List[object] = []
+        self._tokens = []
         self._dead = False
-        self._readiness: Optional[_Readiness] = None
+        self._readiness = None
         return self
 
     def __init__(self, *args: object, **kwargs: object) -> None:

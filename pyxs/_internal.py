@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import errno
 import struct
-from typing import List, NamedTuple, Optional, Union
+from typing import Dict, List, NamedTuple, Optional, Union
 
 from .exceptions import InvalidOperation, InvalidPayload, UnexpectedPacket
 
@@ -61,7 +61,7 @@ _OPS = {op.value: op for op in Op}
 #: The error names XenStore's wire protocol defines (``xs_wire.h``), with
 #: their numbers.  C xenstored sends any other error as ``EINVAL``, and
 #: libxenstore reads any other name as ``EINVAL``.
-WIRE_ERRORS = {
+WIRE_ERRORS: Dict[bytes, int] = {
     name.encode("ascii"): getattr(errno, name)
     for name in ("EINVAL", "EACCES", "EEXIST", "EISDIR", "ENOENT", "ENOMEM",
                  "ENOSPC", "EIO", "ENOTEMPTY", "ENOSYS", "EROFS", "EBUSY",

@@ -122,7 +122,9 @@ class FileDescriptorConnection:
                 # Polled only now: a XenBus device never reports POLLOUT.
                 poll = select.poll()
                 poll.register(fd, select.POLLOUT)
-                if not poll.poll(None if timeout is None else max(timeout, 0.0) * 1000):
+                if timeout is None:
+                    poll.poll(None)
+                elif not poll.poll(max(timeout, 0.0) * 1000):
                     raise Timeout("timed out after %gs waiting to write to %r"
                                   % (timeout, self.path)) from None
             except OSError as e:

@@ -37,15 +37,17 @@ class PyXSError(Exception):
     :ivar strerror: the error message that goes with :attr:`errno`.
     """
 
-    @property
-    def errno(self) -> Optional[int]:
-        if len(self.args) == 2 and isinstance(self.args[0], int):
-            return self.args[0]
-        return None
+    errno: Optional[int]
+    strerror: Optional[str]
 
-    @property
-    def strerror(self) -> Optional[str]:
-        return self.args[1] if self.errno is not None else None
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        if len(args) == 2 and isinstance(args[0], int):
+            self.errno, self.strerror = args[0], str(args[1])
+        else:
+            # Set even on an OSError (see ConnectionError), whose own
+            # reading of the arguments differs.
+            self.errno = self.strerror = None
 
 
 class InvalidOperation(ValueError, PyXSError):

@@ -64,7 +64,7 @@ _ERROR_NAMES = {name: number for number, name in errno.errorcode.items()}
 _ERROR_NAMES["EQUOTA"] = errno.ENOSPC
 
 
-def to_bytes(text: Text, what: str) -> bytes:
+def to_bytes(text: object, what: str) -> bytes:
     """Return *text* as bytes: str is encoded as UTF-8, bytes pass as
     they are.  Anything else is refused with :exc:`TypeError`."""
     if isinstance(text, str):
