@@ -674,7 +674,7 @@ class Client(_ChannelUser):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0 \
                         or monitor.wait(timeout=remaining) is None:
-                    raise TimeoutError("%r did not meet the condition within %gs"
+                    raise TimeoutError("%r did not meet the condition within %ss"
                                        % (to_text(raw), timeout))
                 # Read once for every burst of changes, not once per event.
                 while monitor.wait(timeout=0) is not None:

@@ -37,17 +37,16 @@ class PyXSError(Exception):
     :ivar strerror: the error message that goes with :attr:`errno`.
     """
 
-    errno: Optional[int]
-    strerror: Optional[str]
+    # Class defaults, for the subclasses that are ValueError first (whose
+    # __init__ does not come here); they also hide OSError's own errno
+    # and strerror on ConnectionError, which reads its arguments otherwise.
+    errno: Optional[int] = None
+    strerror: Optional[str] = None
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
         if len(args) == 2 and isinstance(args[0], int):
             self.errno, self.strerror = args[0], str(args[1])
-        else:
-            # Set even on an OSError (see ConnectionError), whose own
-            # reading of the arguments differs.
-            self.errno = self.strerror = None
 
 
 class InvalidOperation(ValueError, PyXSError):

@@ -140,6 +140,7 @@ class XenStoreServer:
                 self._tempdir = tempfile.mkdtemp(prefix="pyxs-xenstore-")
                 self.socket_path = os.path.join(self._tempdir, "socket")
             self._store = Store()
+            assert self.socket_path is not None  # Given, or just made.
             loop = Loop(self._store, self.socket_path, self._pty, self._pty_domid,
                         self.xenbus_path, self.xenbus_domid)
             try:
@@ -156,6 +157,7 @@ class XenStoreServer:
         return self
 
     def _serve(self) -> None:
+        assert self._loop is not None  # Set before the thread starts.
         try:
             self._loop.run()
         except BaseException as exc:  # pragma: no cover - a bug in the loop
@@ -175,6 +177,7 @@ class XenStoreServer:
             if thread is None:
                 self._remove_tempdir()
                 return
+            assert loop is not None  # Set with the thread.
             loop.stopping = True
             loop.wake()
             thread.join(timeout)

@@ -24,10 +24,10 @@ import shutil
 import stat
 import tempfile
 import tty
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 from .._internal import HEADER, PAYLOAD_MAX
-from ._store import Connection, Store
+from ._store import Connection, Output, Store
 from ._xenbus import Frontend, FuseDevice
 
 __all__ = ["Loop"]
@@ -53,7 +53,7 @@ class _Peer:
             return self.sock.recv(_READ_SIZE)
         return os.read(self.fd, _READ_SIZE)
 
-    def send(self, data: bytes) -> int:
+    def send(self, data: Union[bytes, bytearray]) -> int:
         if self.sock is not None:
             return self.sock.send(data)
         return os.write(self.fd, data)
@@ -252,9 +252,11 @@ class Loop:
         self._selector.register(peer.fd, selectors.EVENT_READ, peer)
 
     def _accept(self) -> None:
+        listener = self._listener
+        assert listener is not None  # Registered with the selector only when open.
         while True:
             try:
-                sock, _ = self._listener.accept()
+                sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -354,7 +356,7 @@ class Loop:
             del peer.conn.queued[:]
             self._update(peer)
 
-    def _dispatch(self, output: List) -> None:
+    def _dispatch(self, output: Output) -> None:
         touched = []
         for conn, packet in output:
             if conn is self._xenbus_conn:

@@ -27,7 +27,7 @@ strings they are in the daemon.
 
 import errno as _e
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union, overload
 
 from .._cnumbers import C_SPACE, parse_perm, signed, strtol
 from .._internal import PAYLOAD_MAX, WIRE_ERRORS, Op, Packet
@@ -311,7 +311,7 @@ class Store:
         self.soft_quotas = {"memory": 2 * 1024 * 1024}
         self._db = {}  # type: Dict[bytes, _Node]
         self._conns = []  # type: List[Connection]
-        self._domains = OrderedDict()  # type: Dict[int, _Domain]
+        self._domains = OrderedDict()  # type: OrderedDict[int, _Domain]
         self._special = {
             b"@releaseDomain": [[0, P_NONE]],
             b"@introduceDomain": [[0, P_NONE]],
@@ -539,7 +539,7 @@ class Store:
         return perms[0][1] & _P_ALL
 
     def _domain_entry(self, conn: Optional[Connection]) -> int:
-        if conn is not None and conn._unprivileged():
+        if conn is not None and conn.domain is not None and conn._unprivileged():
             return conn.domain.nbentry
         return 0
 
@@ -551,6 +551,7 @@ class Store:
             changes = conn.transaction.changed_domains
             changes[domid] = changes.get(domid, 0) + delta
             return
+        domain: Optional[_Domain]
         if conn is not None and domid == conn.domid and conn.domain is not None:
             domain = conn.domain
         elif delta > 0:
@@ -579,7 +580,8 @@ class Store:
         acc = trans.accessed.get(node.name)
         introduce = False
         if acc is None:
-            if trans.nodes >= self.quotas["transaction-nodes"] and conn._unprivileged():
+            if trans.nodes >= self.quotas["transaction-nodes"] and conn is not None \
+                    and conn._unprivileged():
                 trans.fail = True
                 self.errno = _e.ENOSPC
                 return _e.ENOSPC, None
@@ -639,6 +641,7 @@ class Store:
         err, table = self._access_node(conn, node, _WRITE)
         if err:
             return self.errno
+        assert table is not None  # Given whenever there is no error.
         ret = self._write_node_raw(conn, table, node, no_quota_check)
         if ret and conn is not None and conn.transaction is not None:
             conn.transaction.fail = True
@@ -678,10 +681,24 @@ class Store:
             return False
         return all(c in _VALID_CHARS for c in name)
 
+    @overload
+    def _canonicalize(self, conn: Connection, name: bytes) -> bytes: ...
+
+    @overload
+    def _canonicalize(self, conn: Connection, name: Optional[bytes]) -> Optional[bytes]: ...
+
     def _canonicalize(self, conn: Connection, name: Optional[bytes]) -> Optional[bytes]:
         if name is None or name.startswith(b"/") or name.startswith(b"@"):
             return name
         return conn.home + b"/" + name
+
+    @overload
+    def _get_node(self, conn: Connection, name: bytes,
+                  perm: int) -> Tuple[Optional[_Node], bytes]: ...
+
+    @overload
+    def _get_node(self, conn: Connection, name: Optional[bytes],
+                  perm: int) -> Tuple[Optional[_Node], Optional[bytes]]: ...
 
     def _get_node(self, conn: Connection, name: Optional[bytes],
                   perm: int) -> Tuple[Optional[_Node], Optional[bytes]]:
@@ -731,7 +748,7 @@ class Store:
             conn.transaction.node_created = True
         node.data = data
         written = []  # to undo on failure
-        item = node
+        item: Optional[_Node] = node
         ret = 0
         while item is not None:
             if item.parent is not None and \
@@ -865,6 +882,7 @@ class Store:
             if err > 0:
                 return _WALK_SUCCESS_STOP
             if not err:
+                assert table is not None  # Given whenever there is no error.
                 if table.pop(node.name, None) is None:
                     self.errno = _e.EIO
                     return _WALK_SUCCESS_STOP
@@ -978,6 +996,7 @@ class Store:
                 if self.errno not in (_e.ENOMEM, _e.ENOSPC):
                     self.errno = _e.ENOENT
             return self.errno
+        assert name is not None  # A node was found by it.
         if name == b"/":
             return _e.EINVAL
         ret = self._rm_node(conn, name)
@@ -1070,7 +1089,8 @@ class Store:
         for watch in conn.watches:
             if watch.node == path and watch.token == token:
                 return _e.EEXIST
-        if conn._unprivileged() and conn.domain.nbwatch > self.quotas["watches"]:
+        if conn.domain is not None and conn._unprivileged() \
+                and conn.domain.nbwatch > self.quotas["watches"]:
             return _e.E2BIG
         watch = _Watch(path, token, conn.home if relative else None)
         conn.watches.append(watch)
@@ -1243,12 +1263,14 @@ class Store:
         err, domain = self._onearg_domain(payload)
         if err:
             return err
+        assert domain is not None  # Given whenever there is no error.
         self._destroy_domain_conn(domain)
         self._ack(conn, Op.RELEASE)
         return 0
 
     def _destroy_domain_conn(self, domain: _Domain) -> None:
         conn = domain.conn
+        assert conn is not None  # Only connected domains are destroyed.
         self._drop_conn(conn)
         domain.conn = None
         if domain.nbentry > 0:
@@ -1287,6 +1309,8 @@ class Store:
         err, target = self._connected_domain(_u32(_atoi(args[1])))
         if err:
             return err
+        # _connected_domain gives domains with a connection, or an error.
+        assert domain is not None and domain.conn is not None and target is not None
         domain.conn.target = target.conn
         self._ack(conn, Op.SET_TARGET)
         return 0
@@ -1340,7 +1364,7 @@ class Store:
         self._reply(conn, Op.DEBUG, text.encode("latin-1") + b"\0")
         return 0
 
-    def _control(self, command: str, args: List[bytes]):
+    def _control(self, command: str, args: List[bytes]) -> Union[str, int]:
         """Run a CONTROL command: the reply text, or an error number."""
         if command in ("check", "help"):
             if args:
@@ -1403,12 +1427,12 @@ class Store:
         return total
 
     @staticmethod
-    def _quota_text(values: Dict[str, int], names) -> str:
+    def _quota_text(values: Dict[str, int], names: Sequence[Tuple[str, str]]) -> str:
         return "Quota settings:\n" + "".join(
             "%-17s: %8d %s\n" % (name, values[name], text) for name, text in names)
 
     @staticmethod
-    def _quota_set(values: Dict[str, int], args: List[bytes]):
+    def _quota_set(values: Dict[str, int], args: List[bytes]) -> Union[str, int]:
         if len(args) != 2:
             return _e.EINVAL
         value = _atoi(args[1])
@@ -1418,7 +1442,7 @@ class Store:
         values[name] = value
         return "OK"
 
-    def _control_live_update(self, args: List[bytes]):
+    def _control_live_update(self, args: List[bytes]) -> Union[str, int]:
         if not args:
             return _e.EINVAL
         if args[0] == b"-a":
