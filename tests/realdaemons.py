@@ -274,7 +274,7 @@ def prefix() -> Path:
         raise Unavailable(
             "cannot create cache dir %s (%s): set %s to a writable directory"
             % (cache, exc, CACHE_ENV)
-        )
+        ) from exc
 
     with open(cache / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -525,7 +525,8 @@ access-log-nb-files = 1
 # Runs inside `unshare -m` (a private mount namespace): oxenstored binds the
 # fixed path /var/run/xenstored/socket, so D/run is mounted over /run. `exec`
 # keeps the pid, so the Popen pid is oxenstored's.
-_OXENSTORED_SH = 'mount --bind "$1/run" /run && exec "$2" --config-file "$1/oxenstored.conf" --no-fork'
+_OXENSTORED_SH = ('mount --bind "$1/run" /run && '
+                  'exec "$2" --config-file "$1/oxenstored.conf" --no-fork')
 
 
 _private_mounts: Optional[str] = None   # "" once known to work, else why not
@@ -750,7 +751,7 @@ def load_lowlevel_xs():
     try:
         return importlib.import_module("xen.lowlevel.xs")
     except ImportError as exc:
-        raise Unavailable("cannot import xen.lowlevel.xs from %s: %s" % (pydir, exc))
+        raise Unavailable("cannot import xen.lowlevel.xs from %s: %s" % (pydir, exc)) from exc
 
 
 def open_lowlevel_xs(daemon: Daemon, **kwargs):

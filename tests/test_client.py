@@ -470,7 +470,7 @@ def test_walk_yields_triples_of_str(client, root):
 def test_walk_prunes_children_in_place(client, root):
     expected = make_tree(client, root)
     seen = []
-    for path, value, children in client.walk(root, topdown=True):
+    for path, _, children in client.walk(root, topdown=True):
         seen.append(path)
         if path == root:
             children.remove("a")
@@ -484,7 +484,7 @@ def test_walk_prunes_children_in_place(client, root):
 def test_walk_prune_everything_below_top(client, root):
     make_tree(client, root)
     seen = []
-    for path, value, children in client.walk(root):
+    for path, _, children in client.walk(root):
         seen.append(path)
         del children[:]
     assert seen == [root]

@@ -529,8 +529,8 @@ def test_validate_perms_returns_its_argument():
 PERM_ALPHABET = st.sampled_from(list("wrbn0123456789") * 3 + list("WRBNx \n-+\x00\u0665"))
 perm_entries = st.one_of(
     st.text(PERM_ALPHABET, max_size=6),
-    st.builds(lambda l, d: l + d, st.sampled_from("wrbn"), st.text(st.sampled_from(ASCII_DIGITS),
-                                                                     min_size=1, max_size=5)),
+    st.builds(lambda letter, digits: letter + digits, st.sampled_from("wrbn"),
+              st.text(st.sampled_from(ASCII_DIGITS), min_size=1, max_size=5)),
 )
 
 

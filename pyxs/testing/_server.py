@@ -24,7 +24,7 @@ import shutil
 import stat
 import tempfile
 import tty
-from typing import Dict, List, Optional, Union
+from typing import Dict, Optional, Union
 
 from .._internal import HEADER, PAYLOAD_MAX
 from ._store import Connection, Output, Store
