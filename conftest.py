@@ -37,7 +37,10 @@ import realdaemons  # noqa: E402  (needs the sys.path entry above)
 # Files that must never be imported as test modules, even with
 # --doctest-modules over the whole tree.
 collect_ignore = ["setup.py", "docs/conf.py"]
-collect_ignore_glob = ["docs/_build/*", "build/*", ".venv/*", "examples/*"]
+# docs/pytest-example holds tests for pyxs's pytest plugin that the docs
+# show; tests/test_pytest_plugin.py runs them, with the plugin loaded.
+collect_ignore_glob = ["docs/_build/*", "build/*", ".venv/*", ".venv-*/*", "examples/*",
+                       "docs/pytest-example/*"]
 
 # Nodes of a fresh C xenstored, kept between doctests.
 _KEEP = {b"tool"}

@@ -36,11 +36,33 @@ autodoc_default_options = {
     "show-inheritance": True,
 }
 autodoc_typehints = "description"
+# Type aliases written in signatures, and what they stand for.
+autodoc_type_aliases = {"Tree": "pyxs.pytest_plugin.Tree"}
 # Keep the signatures readable: the Client's defaults are plain None.
 python_use_unqualified_type_names = True
 
 # ">>>" blocks are doctests: pytest runs them, Sphinx only shows them.
 trim_doctest_flags = True
+
+# run-tests builds with -n (nitpicky): every reference must resolve.  With
+# no intersphinx (no network), references into Python's standard library
+# have no target; they are the only ones let through, with the TypeVar
+# that generic signatures show.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(builtins|collections|enum|errno|os|select|socket|struct|threading|time|typing)"
+               r"(\..*)?"),
+]
+nitpick_ignore = [("py:class", "pyxs.client.T")]
+
+# Objects defined in private modules and documented under the public
+# module that exports them: references to the private name (type hints
+# give those) go to the public one.
+PUBLIC_MODULES = {
+    "pyxs._internal.": "pyxs.protocol.",
+    "pyxs._compat.": "pyxs.compat.",
+    "pyxs.testing._store.": "pyxs.testing.",
+}
 
 html_theme = "alabaster"
 html_static_path = []
@@ -68,5 +90,31 @@ def _expand_optional_pages(app, docname, source):
     source[0] = "\n".join(lines) + "\n"
 
 
+def _resolve_to_public_module(app, env, node, contnode):
+    target = node.get("reftarget", "")
+    for private, public in PUBLIC_MODULES.items():
+        if node.get("refdomain") == "py" and target.startswith(private):
+            return env.get_domain("py").resolve_xref(
+                env, node["refdoc"], app.builder, node["reftype"],
+                public + target[len(private):], node, contnode)
+    return None
+
+
+def _hide_private_bases(app, name, obj, options, bases):
+    """Show a class's public ancestry only: a private base (``_ChannelUser``,
+    the namedtuple behind ``Packet``) gives way to its own bases."""
+    public = []
+    pending = list(bases)
+    while pending:
+        base = pending.pop(0)
+        if base.__name__.startswith("_"):
+            pending[:0] = [b for b in base.__bases__ if b is not object]
+        elif base not in public:
+            public.append(base)
+    bases[:] = public
+
+
 def setup(app):
     app.connect("source-read", _expand_optional_pages)
+    app.connect("missing-reference", _resolve_to_public_module)
+    app.connect("autodoc-process-bases", _hide_private_bases)

@@ -3,7 +3,7 @@
 Programs written for the C extension switch to pyxs by changing one
 import::
 
-    import pyxs._compat as xs_module      # was: import xen.lowlevel.xs as xs_module
+    import pyxs.compat as xs_module      # was: import xen.lowlevel.xs as xs_module
 
     handle = xs_module.xs()
     handle.write("", "/vm/1/name", "guest")

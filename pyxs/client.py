@@ -2,7 +2,7 @@
 watches.
 
 Every :class:`Client` and :class:`Monitor` talks through a channel
-(:mod:`pyxs._channel`), the one place that numbers requests, matches
+(``pyxs._channel``), the one place that numbers requests, matches
 replies to them and routes watch events.  This module turns the
 operations into requests and the replies into Python values.
 """
@@ -378,7 +378,7 @@ class Client(_ChannelUser):
         return self.exists(path)
 
     def read_many(self, paths: Iterable[Text]) -> List[Optional[str]]:
-        """Read many nodes at once, keeping up to :data:`PIPELINE_DEPTH`
+        """Read many nodes at once, keeping up to ``PIPELINE_DEPTH`` (64)
         requests in flight on the connection, which is much faster than
         reading them one by one.
 

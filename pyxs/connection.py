@@ -17,7 +17,8 @@ from typing import Optional
 from ._internal import HEADER
 from .exceptions import ConnectionError, Timeout
 
-__all__ = ["UnixSocketConnection", "XenBusConnection", "DEFAULT_TIMEOUT"]
+__all__ = ["UnixSocketConnection", "XenBusConnection", "FileDescriptorConnection",
+           "DEFAULT_TIMEOUT", "default_socket_path", "default_xenbus_path"]
 
 #: Seconds a call may wait for XenStore when no timeout is given.
 DEFAULT_TIMEOUT = 30.0
@@ -53,7 +54,7 @@ def default_xenbus_path() -> str:
 class FileDescriptorConnection:
     """What both transports share: a non-blocking descriptor, bounded
     writes, and errors that name the path.  Subclasses provide
-    :meth:`_open`, which returns a connected descriptor.  Waiting for
+    ``_open()``, which returns a connected descriptor.  Waiting for
     replies is the client's business: it polls :meth:`fileno`.
 
     :ivar path: what the descriptor is opened from.

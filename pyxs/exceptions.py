@@ -50,7 +50,7 @@ class PyXSError(Exception):
 
 
 class InvalidOperation(ValueError, PyXSError):
-    """An operation code that is not one of :class:`pyxs._internal.Op`."""
+    """An operation code that is not one of :class:`pyxs.protocol.Op`."""
 
 
 class InvalidPayload(ValueError, PyXSError):

@@ -174,3 +174,9 @@ def test_the_old_plugin_name_still_works(tmp_path, how):
         files["conftest.py"] = 'pytest_plugins = ["pyxs.testing.pytest_plugin"]\n'
     proc = run_pytest(tmp_path, files, *args)
     assert_passed(proc, 1)
+
+
+def test_the_example_in_the_docs(tmp_path):
+    example = REPO / "docs" / "pytest-example" / "test_vm_names.py"
+    proc = run_pytest(tmp_path, {example.name: example.read_text()})
+    assert_passed(proc, 3)

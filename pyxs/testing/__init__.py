@@ -15,7 +15,7 @@ against the real thing.
 ...     server.kind, os.path.exists(server.socket_path)
 ('emulator', True)
 
-For pytest, :mod:`pyxs.testing.pytest_plugin` provides the fixtures
+For pytest, :mod:`pyxs.pytest_plugin` provides the fixtures
 ``xenstore_server`` and ``xenstore_client``; ``python -m pyxs.testing``
 serves from the command line.
 """
@@ -30,7 +30,7 @@ from typing import Optional, Type
 from ._server import Loop
 from ._store import Store
 
-__all__ = ["XenStoreServer"]
+__all__ = ["XenStoreServer", "Store"]
 
 log = logging.getLogger("pyxs.testing")
 
@@ -49,7 +49,7 @@ class XenStoreServer:
     Every connection to the Unix socket acts as domain 0, with full
     privileges, as on the real daemon's socket.  With ``pty=True`` the
     server also opens a pseudo-terminal in raw mode: a client opens
-    :attr:`pty_path` with ``O_RDWR``, as it would ``/dev/xen/xenbus``, and
+    ``pty_path`` with ``O_RDWR``, as it would ``/dev/xen/xenbus``, and
     speaks for domain *pty_domid*.  For a domain other than 0 that
     connection is unprivileged: permissions apply, relative paths are
     relative to ``/local/domain/<pty_domid>``, and the quotas of C
