@@ -163,6 +163,8 @@ class PacketDecoder:
     than :data:`PAYLOAD_MAX` bytes or an unknown operation raises
     :exc:`~pyxs.exceptions.UnexpectedPacket`: the stream cannot be trusted
     after that.
+
+    .. versionadded:: 0.5.0
     """
 
     def __init__(self) -> None:

@@ -216,6 +216,8 @@ class Client(_ChannelUser):
 
         :raises pyxs.exceptions.PyXSError: ``ENOENT`` when there is no
             such node, ``EACCES`` when it may not be read.
+
+        .. versionadded:: 0.5.0
         """
         return self._call(Op.READ, join_strings(encode_path(path)))
 
@@ -385,6 +387,8 @@ class Client(_ChannelUser):
         :returns: the values, in the order of *paths*; None for a node
             that does not exist.
         :raises pyxs.exceptions.PyXSError: for any other error reply.
+
+        .. versionadded:: 0.5.0
         """
         payloads = [join_strings(encode_path(path)) for path in paths]
         values: List[Optional[str]] = []
@@ -408,6 +412,9 @@ class Client(_ChannelUser):
         *topdown* false every node comes after all of its descendants.
         Nodes that vanish or may not be read during the walk are skipped.
         The walk reads ahead, with many requests in flight at once.
+
+        .. versionchanged:: 0.5.0
+           Reads ahead; nodes that vanish or may not be read are skipped.
         """
         reader = _TreeReader(self)
         # A stack of nodes to visit, and of finished nodes (topdown false)
@@ -573,6 +580,8 @@ class Client(_ChannelUser):
         :raises pyxs.exceptions.PyXSError: ``EAGAIN`` when every attempt
             conflicted; whatever *func* raised (the transaction is then
             aborted and not retried).
+
+        .. versionadded:: 0.5.0
         """
         if attempts < 1:
             raise ValueError("attempts must be at least 1, not %r" % (attempts,))
@@ -603,17 +612,26 @@ class Client(_ChannelUser):
 
     def watch(self, wpath: Text, token: Text) -> None:
         """Watch *wpath* on this client's connection; see
-        :meth:`Monitor.watch`."""
+        :meth:`Monitor.watch`.
+
+        .. versionadded:: 0.5.0
+        """
         self._own_monitor().watch(wpath, token)
 
     def unwatch(self, wpath: Text, token: Text) -> None:
-        """Stop a watch made with :meth:`watch`; see :meth:`Monitor.unwatch`."""
+        """Stop a watch made with :meth:`watch`; see :meth:`Monitor.unwatch`.
+
+        .. versionadded:: 0.5.0
+        """
         self._own_monitor().unwatch(wpath, token)
 
     def wait(self, sleep: Optional[float] = None,
              timeout: Optional[float] = None) -> Optional[Event]:
         """Wait for an event of this client's watches; see
-        :meth:`Monitor.wait`."""
+        :meth:`Monitor.wait`.
+
+        .. versionadded:: 0.5.0
+        """
         return self._own_monitor().wait(sleep, timeout)
 
     def wait_for(self, path: Text, condition: Union[object, Callable[[Optional[str]], bool]],
@@ -644,6 +662,8 @@ class Client(_ChannelUser):
             first; the client is still usable.
         :raises pyxs.exceptions.PyXSError: ``EALREADY`` inside a
             transaction, which could never see the change.
+
+        .. versionadded:: 0.5.0
         """
         raw = encode_path(path)
         if self.tx_id:
@@ -906,6 +926,9 @@ class Monitor(_ChannelUser):
             lost and no new one (with the watches registered again) could
             be made within the connection's timeout; the next call tries
             again.  A monitor without watches raises at once.
+
+        .. versionchanged:: 0.5.0
+           The *timeout*; no polling.
         """
         packet = self._channel.next_event(timeout)
         if packet is None:
@@ -914,5 +937,8 @@ class Monitor(_ChannelUser):
         return Event(to_text(path), to_text(token))
 
     def __iter__(self) -> Iterator[Event]:
-        """Yield events as they come, for ever."""
+        """Yield events as they come, for ever.
+
+        .. versionadded:: 0.5.0
+        """
         return iter(self.wait, None)

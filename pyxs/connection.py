@@ -31,14 +31,20 @@ _READ_SIZE = 65536
 def default_socket_path() -> str:
     """Where xenstored listens, by the same rules as Xen's libxenstore:
     ``$XENSTORED_PATH``, else ``$XENSTORED_RUNDIR/socket``, else
-    ``/var/run/xenstored/socket``."""
+    ``/var/run/xenstored/socket``.
+
+    .. versionadded:: 0.5.0
+    """
     return os.environ.get("XENSTORED_PATH") or os.path.join(
         os.environ.get("XENSTORED_RUNDIR", "/var/run/xenstored"), "socket")
 
 
 def default_xenbus_path() -> str:
     """Where this operating system exposes the XenBus device, by the same
-    rules as Xen's libxenstore (``$XENSTORED_PATH`` first)."""
+    rules as Xen's libxenstore (``$XENSTORED_PATH`` first).
+
+    .. versionadded:: 0.5.0
+    """
     if os.environ.get("XENSTORED_PATH"):
         return os.environ["XENSTORED_PATH"]
     system = os.uname().sysname

@@ -120,8 +120,7 @@ class Timeout(ConnectionError, builtins.TimeoutError):
 
     It is also Python's own :exc:`TimeoutError`.
 
-    .. versionchanged:: 0.5.0
-       Also a :exc:`TimeoutError`.
+    .. versionadded:: 0.5.0
     """
 
 
@@ -134,6 +133,8 @@ class EventsDropped(PyXSError):
 
     :ivar count: how many events were dropped.
     :ivar limit: the bound that was exceeded.
+
+    .. versionadded:: 0.5.0
     """
 
     def __init__(self, count: int, limit: Optional[int]) -> None:

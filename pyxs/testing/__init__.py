@@ -18,6 +18,8 @@ against the real thing.
 For pytest, :mod:`pyxs.pytest_plugin` provides the fixtures
 ``xenstore_server`` and ``xenstore_client``; ``python -m pyxs.testing``
 serves from the command line.
+
+.. versionadded:: 0.5.0
 """
 
 import logging
