@@ -1,6 +1,7 @@
 """The transports on their own: bytes over a descriptor, bounded waits,
 and OS failures turned into ConnectionError naming the path."""
 
+import builtins
 import os
 import socket
 import threading
@@ -9,7 +10,7 @@ import tty
 
 import pytest
 
-from pyxs import ConnectionError, Timeout, UnixSocketConnection, XenBusConnection
+from pyxs import Client, ConnectionError, Timeout, UnixSocketConnection, XenBusConnection
 from threaded import InThread
 
 # More than any socket buffer holds, so that writing it must wait for room.
@@ -152,3 +153,14 @@ def test_connect_waits_out_a_full_accept_queue(tmp_path):
         for sock in queued:
             sock.close()
         server.close()
+
+
+def test_a_timeout_is_pythons_timeouterror_too(listener):
+    # The daemon takes the connection and never answers.
+    client = Client(unix_socket_path=listener[0], socket_timeout=0.2)
+    with pytest.raises(TimeoutError) as caught:
+        client.read("/x")
+    assert isinstance(caught.value, Timeout)
+    assert isinstance(caught.value, ConnectionError)
+    assert isinstance(caught.value, builtins.ConnectionError)
+    client.close()

@@ -6,10 +6,8 @@ aliases, public import paths, and a cheap ``import pyxs``."""
 import builtins
 import errno
 import os
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -33,38 +31,6 @@ def test_except_connectionerror_catches_a_failed_connection(tmp_path):
     # Still pyxs's: no errno from XenStore, the message alone.
     assert caught.value.errno is None and caught.value.strerror is None
     assert str(caught.value).startswith("cannot connect to ")
-
-
-@pytest.fixture
-def silent_daemon(tmp_path):
-    """A socket that accepts connections and never answers."""
-    path = str(tmp_path / "silent")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(4)
-    accepted = []
-
-    def accept():
-        try:
-            accepted.append(listener.accept()[0])
-        except OSError:
-            pass  # Closed at the end of the test.
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield path
-    listener.close()
-    for conn in accepted:
-        conn.close()
-
-
-def test_except_timeouterror_catches_a_timeout(silent_daemon):
-    client = Client(unix_socket_path=silent_daemon, socket_timeout=0.2)
-    with pytest.raises(TimeoutError) as caught:
-        client.read("/x")
-    assert isinstance(caught.value, Timeout)
-    assert isinstance(caught.value, pyxs.ConnectionError)
-    assert isinstance(caught.value, builtins.ConnectionError)
-    client.close()
 
 
 def test_a_daemon_error_keeps_errno_and_strerror(client, root):
