@@ -50,8 +50,8 @@ trim_doctest_flags = True
 # that generic signatures show.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(builtins|collections|enum|errno|os|select|socket|struct|threading|time|typing)"
-               r"(\..*)?"),
+    (r"py:.*", r"(builtins|collections|enum|errno|logging|os|select|signal|socket|struct"
+               r"|threading|time|typing|weakref)(\..*)?"),
 ]
 nitpick_ignore = [("py:class", "pyxs.client.T")]
 
