@@ -93,6 +93,14 @@ def test_lowlevel_xs_refuses_other_python_versions(monkeypatch):
         realdaemons.load_lowlevel_xs()
 
 
+def test_lowlevel_xs_skips_on_other_pythons_even_when_daemons_are_required(monkeypatch):
+    # No setting could enable it there: run-tests' other Pythons skip it.
+    monkeypatch.setenv(realdaemons.REQUIRE_ENV, "1")
+    monkeypatch.setattr(realdaemons.sys, "version_info", (3, 9, 18, "final", 0))
+    with pytest.raises(pytest.skip.Exception, match="CPython 3.11 only"):
+        realdaemons.require(realdaemons.load_lowlevel_xs)
+
+
 # ------------------------------------------------------- the shared daemons
 
 def test_raw_write_read_directory(real_daemon, node_root):
