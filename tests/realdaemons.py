@@ -167,6 +167,8 @@ def require(fn, *args, **kwargs):
                 % (REQUIRE_ENV, exc),
                 pytrace=False,
             )
+        if isinstance(exc, WrongPython):
+            pytest.skip("not on this Python: %s" % exc)
         pytest.skip("real XenStore daemons unavailable: %s" % exc)
 
 
