@@ -14,7 +14,6 @@ import copy
 import errno
 import itertools
 import os
-import random
 import threading
 import time
 import weakref
@@ -593,6 +592,10 @@ class Client(_ChannelUser):
                 if e.errno != errno.EAGAIN or attempt == attempts:
                     raise
             # Back off a little, at random, so that rivals stop colliding.
+            # (random is imported only here, where a conflict needs it: it
+            # is a noticeable part of what "import pyxs" would cost.)
+            import random
+
             time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** attempt)))
         raise AssertionError("unreachable")
 
