@@ -223,8 +223,8 @@ class Guest:
         self.mountpoint = Path(workdir) / ("xenbus-%d" % domid)
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         self.device = str(self.mountpoint / "xenbus")
-        self._proc = None  # type: Optional[subprocess.Popen]
-        self._map = None  # type: Optional[mmap.mmap]
+        self._proc: Optional[subprocess.Popen] = None
+        self._map: Optional[mmap.mmap] = None
 
     def start(self, timeout: float = 20.0) -> "Guest":
         """Create the page (``connection`` = XENSTORE_RECONNECT, as a

@@ -133,14 +133,16 @@ class Loop:
             self._open_xenbus()
 
     def _open_xenbus(self) -> None:
-        if os.path.lexists(self._xenbus_path):
-            raise FileExistsError(errno.EEXIST, "already exists", self._xenbus_path)
+        path = self._xenbus_path
+        assert path is not None  # Called only when a device is wanted.
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "already exists", path)
         self._xenbus_dir = tempfile.mkdtemp(prefix="pyxs-xenbus-")
         device = FuseDevice(self._xenbus_dir, "xenbus",
                             lambda readable: Frontend(self._ring_out.extend, readable))
         device.mount()
         self._xenbus = device
-        os.symlink(device.path, self._xenbus_path)
+        os.symlink(device.path, path)
         self._xenbus_conn = self.store.connect(self._xenbus_domid, socket=False)
         self._selector.register(device.fileno(), selectors.EVENT_READ, device)
 
@@ -152,6 +154,7 @@ class Loop:
                 pass
             self._xenbus.unmount()
             self._xenbus = None
+            assert self._xenbus_path is not None  # Set with the device.
             try:
                 os.unlink(self._xenbus_path)
             except OSError:
@@ -161,6 +164,7 @@ class Loop:
             self._xenbus_dir = None
 
     def _serve_xenbus(self) -> None:
+        assert self._xenbus is not None  # Registered with the selector only when open.
         if not self._xenbus.handle():
             self._close_xenbus()
             return
@@ -169,17 +173,17 @@ class Loop:
     def _run_ring(self) -> None:
         """Hand the store the whole messages the device's kernel side
         put on the ring; replies and events go back through _dispatch."""
-        out = self._ring_out
+        out, conn, device = self._ring_out, self._xenbus_conn, self._xenbus
+        assert conn is not None and device is not None  # Set with the device.
         while len(out) >= HEADER.size:
             op, rq_id, tx_id, size = HEADER.unpack_from(out)
             if len(out) < HEADER.size + size:
                 break
             payload = bytes(out[HEADER.size:HEADER.size + size])
             del out[:HEADER.size + size]
-            self._dispatch(self.store.handle_raw(self._xenbus_conn, op, rq_id, tx_id,
-                                                 payload))
-            if self._xenbus_conn.broken or self._xenbus_conn.closed:
-                self._xenbus.frontend.abandon()
+            self._dispatch(self.store.handle_raw(conn, op, rq_id, tx_id, payload))
+            if conn.broken or conn.closed:
+                device.frontend.abandon()
 
     def close(self) -> None:
         """Close every descriptor; the store forgets every connection."""
@@ -360,6 +364,7 @@ class Loop:
         touched = []
         for conn, packet in output:
             if conn is self._xenbus_conn:
+                assert self._xenbus is not None  # Set with the connection.
                 self._xenbus.frontend.ring_input(bytes(packet))
                 continue
             peer = self._by_conn.get(conn)

@@ -69,10 +69,10 @@ class Handle:
         self.number = number
         self.partial = bytearray()
         self.replies = bytearray()
-        self.transactions = set()  # type: Set[int]
+        self.transactions: Set[int] = set()
         self.starting = 0  # TRANSACTION_STARTs awaiting their reply
         #: (path, token, kernel token) of every watch, in the order made.
-        self.watches = []  # type: List[Tuple[bytes, bytes, bytes]]
+        self.watches: List[Tuple[bytes, bytes, bytes]] = []
         self.closed = False
 
 
@@ -97,8 +97,9 @@ class Frontend:
         self._next_rq = 1
         self._next_token = 1
         # ring request id -> (purpose, handle, caller's header, completion)
-        self._pending = {}  # type: Dict[int, Tuple[int, Handle, Tuple[int, int, int, int], Optional[Callable[[int], None]]]]
-        self._watches = {}  # type: Dict[bytes, Tuple[Handle, bytes]]
+        self._pending: Dict[int, Tuple[int, Handle, Tuple[int, int, int, int],
+                                       Optional[Callable[[int], None]]]] = {}
+        self._watches: Dict[bytes, Tuple[Handle, bytes]] = {}
         self._inbuf = bytearray()
         self._abandoned = False
 
@@ -173,6 +174,7 @@ class Frontend:
         for rq_id, (purpose, _, _, done) in list(self._pending.items()):
             if purpose == _FOR_WATCH:
                 del self._pending[rq_id]
+                assert done is not None  # A watch's write always waits on one.
                 done(errno.EIO)
 
     def _ring(self, purpose: int, handle: Handle, header: Tuple[int, int, int, int],
@@ -268,6 +270,7 @@ class Frontend:
             return
         purpose, handle, header, done = entry
         if purpose == _FOR_WATCH:
+            assert done is not None  # A watch's write always waits on one.
             done(_strerror_name(body) if op == Op.ERROR else 0)
             return
         if purpose == _FOR_KERNEL:
@@ -326,8 +329,8 @@ class _Open:
 
     def __init__(self, handle: Handle) -> None:
         self.handle = handle
-        self.blocked_read = None  # type: Optional[Tuple[int, int]]  # (unique, size)
-        self.poll_kh = None  # type: Optional[int]
+        self.blocked_read: Optional[Tuple[int, int]] = None  # (unique, size)
+        self.poll_kh: Optional[int] = None
 
 
 class FuseDevice:
@@ -349,8 +352,8 @@ class FuseDevice:
         self.path = os.path.join(self.mountpoint, name)
         self.frontend = frontend_factory(self._readable)
         self._fd = -1
-        self._opens = {}  # type: Dict[int, _Open]
-        self._by_handle = {}  # type: Dict[Handle, _Open]
+        self._opens: Dict[int, _Open] = {}
+        self._by_handle: Dict[Handle, _Open] = {}
         self._next_fh = 1
         self.mounted = False
 
@@ -439,7 +442,7 @@ class FuseDevice:
         except Exception:  # a bug here must not leave the caller hanging
             log.exception("the XenBus device failed on FUSE request %d", opcode)
             self._answer(unique, -errno.EIO)
-        return opcode != _DESTROY
+        return bool(opcode != _DESTROY)
 
     def _send(self, data: bytes) -> None:
         try:
