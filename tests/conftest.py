@@ -185,3 +185,25 @@ def root(xenstore):
                                 path.encode() + b"\0", timeout=5)
     except OSError:
         pass  # The backend is gone or stuck: nothing left to clean.
+
+
+# ------------------------------------------------------- a scripted XenStore
+
+@pytest.fixture
+def server(tmp_path):
+    """Factory: ``server(*scripts)`` starts a scripted XenStore (see
+    tests/test_faults.py, ``ScriptedServer``); each is closed afterwards,
+    and a script that failed fails the test."""
+    from test_faults import ScriptedServer
+
+    made = []
+
+    def make(*scripts):
+        made.append(ScriptedServer(tmp_path / ("xs%d.sock" % len(made)), scripts))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+    for s in made:
+        assert not s.errors, "a scripted server failed: %r" % (s.errors,)

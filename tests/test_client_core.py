@@ -18,7 +18,6 @@ from pyxs._internal import Event, Op, Packet, PacketDecoder
 from pyxs.client import PIPELINE_DEPTH
 from pyxs.exceptions import ConnectionError, PyXSError, UnexpectedPacket
 from test_client import names_totalling, other_client
-from test_faults import server  # noqa: F401  (a fixture used below)
 
 TIMEOUT = 10
 

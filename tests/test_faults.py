@@ -253,20 +253,6 @@ class ScriptedServer:
             thread.join(SERVER_PATIENCE)
 
 
-@pytest.fixture
-def server(tmp_path):
-    made = []
-
-    def make(*scripts):
-        made.append(ScriptedServer(tmp_path / ("xs%d.sock" % len(made)), scripts))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
-    for s in made:
-        assert not s.errors, "a scripted server failed: %r" % (s.errors,)
-
 
 # ------------------------------------------------------------------ helpers
 

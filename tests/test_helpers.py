@@ -214,11 +214,12 @@ def test_non_text_paths_are_a_type_error(path):
         assert str(info.value) == "%s must be str or bytes, not %s" % (what, type(path).__name__)
 
 
-@pytest.mark.parametrize("path", ["/a b", b"/a//b", "@introduceDomain"], ids=["str", "bytes", "special"])
+@pytest.mark.parametrize("path", ["/a b", b"/a//b", "@introduceDomain"],
+                         ids=["str", "bytes", "special"])
 def test_invalid_path_carries_the_path(path):
     with pytest.raises(InvalidPath) as info:
         helpers.encode_path(path)
-    assert info.value.args == (path,)
+    assert str(info.value).startswith("invalid path %r: " % (path,))
 
 
 def test_str_paths_keep_lone_surrogates_as_their_bytes():
