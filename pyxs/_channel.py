@@ -38,13 +38,13 @@ first use, so parent and child never share a stream.
 
 import collections
 import enum
-import logging
 import os
 import select
 import threading
 import time
 import weakref
-from typing import (Callable, Deque, Dict, List, NoReturn, Optional, Sequence, Tuple)
+from typing import (TYPE_CHECKING, Callable, Deque, Dict, List, NoReturn, Optional, Sequence,
+                    Tuple)
 
 from ._internal import HEADER, PAYLOAD_MAX, Op, Packet, PacketDecoder, join_strings, \
     split_strings
@@ -53,12 +53,27 @@ from .exceptions import (ConnectionError, EventsDropped, InvalidPayload, Timeout
                          UnexpectedPacket)
 from .helpers import error
 
+if TYPE_CHECKING:
+    import logging
+
 __all__ = ["Channel", "Slot", "SPIN_SECONDS", "DRAIN_DELAY", "covers", "forget_parent_after_fork"]
 
-log = logging.getLogger("pyxs")
-# Silent unless the application configures logging (no "last resort"
-# output on stderr).
-log.addHandler(logging.NullHandler())
+_logger: "Optional[logging.Logger]" = None
+
+
+def log() -> "logging.Logger":
+    """The ``pyxs`` logger, set up on first use: :mod:`logging` costs a
+    few milliseconds to import, and most programs never connect twice."""
+    global _logger
+    if _logger is None:
+        import logging
+        logger = logging.getLogger("pyxs")
+        # Silent unless the application configures logging (no "last
+        # resort" output on stderr).
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+        _logger = logger
+    return _logger
 
 #: How long a caller waiting for a reply keeps checking for it, yielding
 #: the CPU between checks, before it goes to sleep.  A reply usually comes
@@ -225,7 +240,7 @@ class Channel:
         self._poll.register(self._wake_r, select.POLLIN)
         self._decoder = PacketDecoder()
         self._state = _OPEN
-        log.debug("connected to %r%s", self.connection.path,
+        log().debug("connected to %r%s", self.connection.path,
                   " again" if reconnecting else "")
         if self.watches:
             self._send_rewatches()
@@ -240,7 +255,7 @@ class Channel:
             rq_id = self._new_id()
             self._pending[rq_id] = Slot(Op.WATCH, 0, self.generation, rewatch=watch)
             frames.append(bytes(Packet(Op.WATCH, join_strings(*watch), rq_id)))
-        log.info("registering %d watch(es) again on %r", len(frames), self.connection.path)
+        log().info("registering %d watch(es) again on %r", len(frames), self.connection.path)
         self._send(b"".join(frames))
 
     def _new_id(self) -> int:
@@ -264,7 +279,7 @@ class Channel:
         gets *fault*; watches are restored on a new connection."""
         if self._state is not _OPEN:
             return
-        log.debug("connection to %r ended: %s", self.connection.path, fault)
+        log().debug("connection to %r ended: %s", self.connection.path, fault)
         self.generation += 1
         self._fault = fault
         for slot in self._pending.values():
@@ -595,7 +610,7 @@ class Channel:
         fault = ConnectionError("XenStore refused to restore the watch on %r (token %r) "
                                 "after a reconnection: %s"
                                 % (watch[0], watch[1], error(reply.rstrip(b"\0"))))
-        log.warning("%s", fault)
+        log().warning("%s", fault)
         self._fault = fault
         self._recovery_failures += 1
         self._changed.notify_all()
@@ -662,7 +677,7 @@ class Channel:
                                     "made within %gs: %s"
                                     % (self.connection.path, self.connection.timeout, last))
             fault.__cause__ = last
-            log.warning("%s", fault)
+            log().warning("%s", fault)
             self._fault = fault
             self._recovery_failures += 1
             self._changed.notify_all()
