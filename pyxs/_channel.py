@@ -427,6 +427,10 @@ class Channel:
                     dropped, self.dropped = self.dropped, 0
                     raise EventsDropped(dropped, self.max_queued_events)
                 if self.events:
+                    if self._drainer is not None:
+                        # A consumer taking events is busy with the
+                        # channel: the drainer keeps away meanwhile.
+                        self._last_read = time.monotonic()
                     return self.events.popleft()
                 if self._recovery_failures != failures:
                     _raise_copy(self._fault)
