@@ -241,7 +241,7 @@ class Channel:
         self._decoder = PacketDecoder()
         self._state = _OPEN
         log().debug("connected to %r%s", self.connection.path,
-                  " again" if reconnecting else "")
+                    " again" if reconnecting else "")
         if self.watches:
             self._send_rewatches()
         if self._sleepers:
