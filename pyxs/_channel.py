@@ -646,16 +646,21 @@ class Channel:
                     self._drainer = None
 
     def _drain_once(self) -> None:
-        if self._reader is not None:
+        rest = self._last_read + DRAIN_DELAY - time.monotonic()
+        if rest > 0:
+            # A caller read lately: it is likely to again.
+            self._drainer_wakeup.wait(rest)
+        elif self._reader is not None:
+            # A caller waits on the connection (for events, often, and
+            # maybe for long): park until it lets go.  Woken then, the
+            # drainer stays away for DRAIN_DELAY first, not parking again
+            # at once: a consumer taking events one by one would
+            # otherwise wake it at every event.
             self._drainer_parked = True
             try:
                 self._drainer_wakeup.wait()
             finally:
                 self._drainer_parked = False
-            return
-        rest = self._last_read + DRAIN_DELAY - time.monotonic()
-        if rest > 0:
-            self._drainer_wakeup.wait(rest)
         else:
             self._read(None, False, _DRAINER)
 
