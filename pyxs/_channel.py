@@ -132,6 +132,10 @@ class Slot:
         #: nobody waits for its reply.
         self.rewatch = rewatch
 
+    def settled(self) -> bool:
+        """Whether the reply, or the error that stands for it, is here."""
+        return self.reply is not None or self.error is not None
+
 
 class Channel:
     """One connection to XenStore and everything in flight on it.
@@ -250,18 +254,10 @@ class Channel:
     def _send_rewatches(self) -> None:
         """Register every watch again on a new connection.  The replies
         are checked as they come (see :meth:`_file`)."""
-        frames = []
-        for watch in self.watches:
-            rq_id = self._new_id()
-            self._pending[rq_id] = Slot(Op.WATCH, 0, self.generation, rewatch=watch)
-            frames.append(bytes(Packet(Op.WATCH, join_strings(*watch), rq_id)))
+        frames = [self._frame(Op.WATCH, join_strings(*watch), 0, rewatch=watch)[0]
+                  for watch in self.watches]
         log().info("registering %d watch(es) again on %r", len(frames), self.connection.path)
         self._send(b"".join(frames))
-
-    def _new_id(self) -> int:
-        rq_id = self._next_id
-        self._next_id = (rq_id + 1) & 0xFFFFFFFF
-        return rq_id
 
     def _send(self, data: bytes) -> None:
         try:
@@ -354,25 +350,14 @@ class Channel:
             later connection.
         """
         for _, payload in requests:
-            if len(payload) > PAYLOAD_MAX:
-                raise InvalidPayload("a request of %d bytes is over XenStore's limit of %d"
-                                     % (len(payload), PAYLOAD_MAX))
+            _check_size(payload)
         with self._lock:
-            if generation is not None and generation != self.generation:
-                raise ConnectionError("the connection that carried this transaction "
-                                      "was lost, and the transaction with it")
-            if self._state is not _OPEN:
-                self._connect(self._deadline())
+            self._ready_for(generation)
             frames, slots = [], []
-            pending, generation, rq_id = self._pending, self.generation, self._next_id
             for op, payload in requests:
-                slot = Slot(op, tx_id, generation)
-                pending[rq_id] = slot
+                frame, slot = self._frame(op, payload, tx_id)
+                frames.append(frame)
                 slots.append(slot)
-                frames.append(HEADER.pack(op, rq_id, tx_id, len(payload)))
-                frames.append(payload)
-                rq_id = (rq_id + 1) & 0xFFFFFFFF
-            self._next_id = rq_id
             self._send(b"".join(frames))
             return slots
 
@@ -384,22 +369,50 @@ class Channel:
             failed or the call timed out.
         """
         if slot.reply is None and slot.error is None:
-            deadline = self._deadline()
             with self._lock:
-                if not self._serve(lambda: slot.reply is not None or slot.error is not None,
-                                   deadline, spin=True):
-                    self._fail(Timeout("no reply from %r within %gs"
-                                       % (self.connection.path, self.connection.timeout)))
-        if slot.error is not None:
-            _raise_copy(slot.error)
-        reply: Packet = slot.reply  # type: ignore[assignment]
-        if reply.op is Op.ERROR:
-            raise error(reply.payload.rstrip(b"\0"))
-        return reply.payload
+                self._await(slot)
+        return _payload(slot)
 
     def call(self, op: Op, payload: bytes, tx_id: int = 0,
              generation: Optional[int] = None) -> bytes:
-        return self.result(self.submit([(op, payload)], tx_id, generation)[0])
+        """Send one request and return its reply's payload: :meth:`submit`
+        and :meth:`result` in one, the lock taken once."""
+        _check_size(payload)
+        with self._lock:
+            if generation is not None or self._state is not _OPEN:
+                self._ready_for(generation)
+            frame, slot = self._frame(op, payload, tx_id)
+            self._send(frame)
+            if slot.reply is None and slot.error is None:
+                self._await(slot)
+        return _payload(slot)
+
+    def _ready_for(self, generation: Optional[int]) -> None:
+        """Make sure requests (of a transaction made on *generation*, if
+        given) can be sent; the lock is held."""
+        if generation is not None and generation != self.generation:
+            raise ConnectionError("the connection that carried this transaction "
+                                  "was lost, and the transaction with it")
+        if self._state is not _OPEN:
+            self._connect(self._deadline())
+
+    def _frame(self, op: Op, payload: bytes, tx_id: int,
+               rewatch: Optional[Watch] = None) -> Tuple[bytes, Slot]:
+        """Number a request and note it as pending; return its message
+        and the slot its reply will land in.  The lock is held."""
+        rq_id = self._next_id
+        self._next_id = (rq_id + 1) & 0xFFFFFFFF
+        slot = self._pending[rq_id] = Slot(op, tx_id, self.generation, rewatch)
+        return HEADER.pack(op, rq_id, tx_id, len(payload)) + payload, slot
+
+    def _await(self, slot: Slot) -> None:
+        """Wait, the lock held, until *slot* has its reply or its error;
+        a call that takes longer than the connection's timeout fails
+        the connection."""
+        if slot.reply is None and slot.error is None and not self._serve(
+                slot.settled, time.monotonic() + self.connection.timeout, spin=True):
+            self._fail(Timeout("no reply from %r within %gs"
+                               % (self.connection.path, self.connection.timeout)))
 
     def violation(self, message: str) -> NoReturn:
         """XenStore answered something the protocol does not allow: end
@@ -513,42 +526,56 @@ class Channel:
     def _read(self, deadline: Optional[float], spin: bool, role: str) -> bool:
         """Be the reader once: wait for data until *deadline* and file
         what came.  False if the deadline passed with nothing read."""
-        connection, poll = self.connection, self._poll
-        assert poll is not None
-        ready, data, fault = False, b"", None
+        connection, lock = self.connection, self._lock
+        # None: nothing came before the deadline; b"": woken, nothing read.
+        data: Optional[bytes] = None
+        fault = None
         self._reader = role
-        self._lock.release()
+        lock.release()
         try:
-            data = _spin(connection) if spin else b""
-            ready = bool(data)
-            if not ready:
+            if spin:
+                data = _spin(connection) or None
+            if data is None:
+                poll = self._poll
+                assert poll is not None
                 timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                ready = bool(poll.poll(None if timeout is None else timeout * 1000))
-                data = connection.read() if ready else b""
+                if poll.poll(None if timeout is None else timeout * 1000):
+                    data = connection.read()
         except ConnectionError as e:
             fault = e
         finally:
-            interrupted = _relock(self._lock)
+            try:
+                lock.acquire()
+                interrupted = None
+            except BaseException:
+                interrupted = _relock(lock)
             self._reader = None
-            if self._poked:
-                _drain_pipe(self._wake_r)
-                self._poked = False
-            if self._drainer is not None:
-                if role is _CALLER or self._drainer_yield:
-                    # Keep the drainer away while callers are busy.
-                    self._last_read = time.monotonic()
-                self._drainer_yield = False
-                if self._drainer_parked:
-                    self._drainer_wakeup.notify()
-            if self._sleepers:
-                self._changed.notify_all()
+            if self._poked or self._drainer is not None or self._sleepers:
+                self._after_read(role)
+        if interrupted is None:
+            return self._file(data, fault)
         try:
-            return self._file(ready, data, fault)
+            return self._file(data, fault)
         finally:
-            if interrupted is not None:
-                raise interrupted
+            raise interrupted
 
-    def _file(self, ready: bool, data: bytes, fault: Optional[ConnectionError]) -> bool:
+    def _after_read(self, role: str) -> None:
+        """Let the others know the reader let go: the closer, the drainer,
+        the sleepers."""
+        if self._poked:
+            _drain_pipe(self._wake_r)
+            self._poked = False
+        if self._drainer is not None:
+            if role is _CALLER or self._drainer_yield:
+                # Keep the drainer away while callers are busy.
+                self._last_read = time.monotonic()
+            self._drainer_yield = False
+            if self._drainer_parked:
+                self._drainer_wakeup.notify()
+        if self._sleepers:
+            self._changed.notify_all()
+
+    def _file(self, data: Optional[bytes], fault: Optional[ConnectionError]) -> bool:
         """File what the reader got, with the lock held; see :meth:`_read`."""
         if self._state is _RETIRING:
             self._disconnect()
@@ -558,7 +585,7 @@ class Channel:
         if fault is not None:
             self._fail(fault)
             return True
-        if not ready:
+        if data is None:
             return False
         try:
             packets = self._decoder.feed(data)
@@ -710,10 +737,26 @@ def _spin(connection: FileDescriptorConnection) -> bytes:
     in between; ``b""`` if none came."""
     end = time.monotonic() + SPIN_SECONDS
     while True:
+        os.sched_yield()
         data = connection.read()
         if data or time.monotonic() > end:
             return data
-        os.sched_yield()
+
+
+def _check_size(payload: bytes) -> None:
+    if len(payload) > PAYLOAD_MAX:
+        raise InvalidPayload("a request of %d bytes is over XenStore's limit of %d"
+                             % (len(payload), PAYLOAD_MAX))
+
+
+def _payload(slot: Slot) -> bytes:
+    """The payload of the reply in *slot*, or what went wrong, raised."""
+    if slot.error is not None:
+        _raise_copy(slot.error)
+    reply: Packet = slot.reply  # type: ignore[assignment]
+    if reply.op is Op.ERROR:
+        raise error(reply.payload.rstrip(b"\0"))
+    return reply.payload
 
 
 def _drain_pipe(fd: int) -> None:

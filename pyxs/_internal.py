@@ -58,6 +58,9 @@ class Op(enum.IntEnum):
 
 _OPS = {op.value: op for op in Op}
 
+# The decoder's fast path, looked up once.
+_HEADER_SIZE, _unpack_header, _new_tuple = HEADER.size, HEADER.unpack_from, tuple.__new__
+
 #: The error names XenStore's wire protocol defines (``xs_wire.h``), with
 #: their numbers.  C xenstored sends any other error as ``EINVAL``, and
 #: libxenstore reads any other name as ``EINVAL``.
@@ -177,13 +180,15 @@ class PacketDecoder:
 
     def feed(self, data: bytes) -> List[Packet]:
         buffer = self._buffer
-        if not buffer and len(data) >= HEADER.size:
+        if not buffer and len(data) >= _HEADER_SIZE:
             # The usual case, one whole reply and nothing left over, is
             # decoded without copying through the buffer.
-            op, rq_id, tx_id, size = HEADER.unpack_from(data)
-            if len(data) == HEADER.size + size and size <= PAYLOAD_MAX and op in _OPS:
-                return [tuple.__new__(Packet, (_OPS[op], rq_id, tx_id, size,
-                                               data[HEADER.size:]))]
+            op, rq_id, tx_id, size = _unpack_header(data)
+            if len(data) == _HEADER_SIZE + size and size <= PAYLOAD_MAX:
+                known = _OPS.get(op)
+                if known is not None:
+                    return [_new_tuple(Packet, (known, rq_id, tx_id, size,
+                                                data[_HEADER_SIZE:]))]
         buffer += data
         packets = []
         start, end = 0, len(buffer)

@@ -203,7 +203,8 @@ class Client(_ChannelUser):
         return self._channel.submit(requests, tx_id, self._tx_generation if tx_id else None)
 
     def _call(self, op: Op, payload: bytes) -> bytes:
-        return self._channel.result(self._submit([(op, payload)])[0])
+        tx_id = self.tx_id
+        return self._channel.call(op, payload, tx_id, self._tx_generation if tx_id else None)
 
     def _ack(self, op: Op, payload: bytes) -> None:
         _expect_ok(op, self._call(op, payload))

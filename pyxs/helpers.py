@@ -31,6 +31,12 @@ SPECIAL_PATHS = frozenset([b"@introduceDomain", b"@releaseDomain"])
 
 # fullmatch, so that a trailing newline cannot slip past a ``$``.
 _PATH_CHARS = re.compile(rb"[A-Za-z0-9\-/_@]+")
+# Every rule of encode_path but the length in one pattern: "/", or
+# segments of path characters joined by single slashes, with a leading
+# slash or else a first character other than "@".  Checked first, as
+# almost every path passes.
+_VALID_PATH = re.compile(rb"/|(?:/[A-Za-z0-9\-_@]+)+|[A-Za-z0-9\-_][A-Za-z0-9\-_@]*"
+                         rb"(?:/[A-Za-z0-9\-_@]+)*")
 # A character no path may hold, in a path given as str and as bytes.
 _NOT_PATH_CHAR = re.compile(r"[^A-Za-z0-9\-/_@]")
 _NOT_PATH_BYTE = re.compile(rb"[^A-Za-z0-9\-/_@]")
@@ -84,6 +90,8 @@ def to_text(data: bytes) -> str:
 def encode_path(path: Text) -> bytes:
     """Validate a node path and return its wire form (without the NUL)."""
     raw = to_bytes(path, "path")
+    if len(raw) <= RELATIVE_PATH_MAX and _VALID_PATH.fullmatch(raw) is not None:
+        return raw
     limit = ABSOLUTE_PATH_MAX if raw.startswith(b"/") else RELATIVE_PATH_MAX
     if _PATH_CHARS.fullmatch(raw) is None:
         if not raw:
