@@ -56,7 +56,8 @@ from .helpers import error
 if TYPE_CHECKING:
     import logging
 
-__all__ = ["Channel", "Slot", "SPIN_SECONDS", "DRAIN_DELAY", "covers", "forget_parent_after_fork"]
+__all__ = ["Channel", "Slot", "SPIN_SECONDS", "DRAIN_DELAY", "check_size", "covers",
+           "forget_parent_after_fork"]
 
 _logger: "Optional[logging.Logger]" = None
 
@@ -350,7 +351,7 @@ class Channel:
             later connection.
         """
         for _, payload in requests:
-            _check_size(payload)
+            check_size(payload)
         with self._lock:
             self._ready_for(generation)
             frames, slots = [], []
@@ -377,7 +378,7 @@ class Channel:
              generation: Optional[int] = None) -> bytes:
         """Send one request and return its reply's payload: :meth:`submit`
         and :meth:`result` in one, the lock taken once."""
-        _check_size(payload)
+        check_size(payload)
         with self._lock:
             if generation is not None or self._state is not _OPEN:
                 self._ready_for(generation)
@@ -743,7 +744,8 @@ def _spin(connection: FileDescriptorConnection) -> bytes:
             return data
 
 
-def _check_size(payload: bytes) -> None:
+def check_size(payload: bytes) -> None:
+    """Refuse a request payload over XenStore's limit."""
     if len(payload) > PAYLOAD_MAX:
         raise InvalidPayload("a request of %d bytes is over XenStore's limit of %d"
                              % (len(payload), PAYLOAD_MAX))

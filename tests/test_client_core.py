@@ -17,7 +17,7 @@ from pyxs import Client, UnixSocketConnection
 from pyxs._internal import Event, Op, Packet, PacketDecoder
 from pyxs.client import PIPELINE_DEPTH
 from pyxs.exceptions import ConnectionError, PyXSError, UnexpectedPacket
-from test_client import names_totalling, other_client
+from test_client import names_totalling, nothing_sent, other_client
 
 TIMEOUT = 10
 
@@ -71,27 +71,48 @@ def test_read_many_gives_values_in_order_and_none_for_missing(client, root):
 
 
 class CountingConnection(UnixSocketConnection):
-    """A Unix socket connection that counts the requests of each write."""
+    """A Unix socket connection that counts the requests of each write,
+    and how many requests are in flight after each write."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.writes = []
+        self.in_flight = []
+        self._replies = PacketDecoder()
+        self._outstanding = 0
 
     def send(self, data, timeout):
-        self.writes.append(len(PacketDecoder().feed(data)))
+        count = len(PacketDecoder().feed(data))
+        self.writes.append(count)
+        self._outstanding += count
+        self.in_flight.append(self._outstanding)
         super().send(data, timeout)
 
+    def read(self):
+        data = super().read()
+        self._outstanding -= len(self._replies.feed(data))
+        return data
 
-def test_read_many_keeps_at_most_pipeline_depth_requests_in_flight(xenstore, root):
+
+@pytest.mark.parametrize("bulk", ["read_many", "write_many"])
+def test_bulk_calls_keep_at_most_pipeline_depth_requests_in_flight(xenstore, root, bulk):
     connection = CountingConnection(xenstore.socket_path, TIMEOUT)
+    count = 2 * PIPELINE_DEPTH + 3
     with Client(connection=connection) as c:
         c.write(root + "/x", "v")
-        del connection.writes[:]
-        assert c.read_many([root + "/x"] * (2 * PIPELINE_DEPTH + 3)) == \
-            ["v"] * (2 * PIPELINE_DEPTH + 3)
-    # Each batch goes in one write, and the next only once it is answered
-    # (read_many reads every reply of a batch before sending the next).
-    assert connection.writes == [PIPELINE_DEPTH, PIPELINE_DEPTH, 3]
+        del connection.writes[:], connection.in_flight[:]
+        if bulk == "read_many":
+            assert c.read_many([root + "/x"] * count) == ["v"] * count
+        else:
+            c.write_many((root + "/x", str(i)) for i in range(count))
+            assert c.read(root + "/x") == str(count - 1)
+            del connection.writes[-1:], connection.in_flight[-1:]
+    # The first write fills the pipeline; each later one tops it up once
+    # half of it has been answered, so XenStore never runs dry.
+    half = PIPELINE_DEPTH // 2
+    assert connection.writes == [PIPELINE_DEPTH, half, half, 3]
+    assert max(connection.in_flight) == PIPELINE_DEPTH
+    assert all(n <= PIPELINE_DEPTH for n in connection.in_flight)
 
 
 @pytest.mark.parametrize("error", ["EACCES", "EINVAL", "E2BIG"])
@@ -108,6 +129,71 @@ def test_read_many_raises_errors_other_than_enoent(server, error, position):
         assert info.value.errno == getattr(errno, error)
         # The replies left unread do not confuse the next call.
         assert c.read_many(["/a", "/missing"]) == ["va", None]
+
+
+# ------------------------------------------------------------ write_many
+
+def test_write_many_writes_in_order_from_pairs_or_a_mapping(client, root):
+    count = 2 * PIPELINE_DEPTH + 3
+    paths = ["%s/d/n%d" % (root, i) for i in range(count)]
+    client.write_many((path, "v%d" % i) for i, path in enumerate(paths))
+    assert client.read_many(paths) == ["v%d" % i for i in range(count)]
+    # Parents are made as write() makes them; a path given twice keeps
+    # its last value; values are what write() takes.
+    assert client.read(root + "/d") == ""
+    client.write_many([(paths[0], "first"), (paths[1], b"\xff"), (paths[0], "last")])
+    assert client.read_bytes(paths[0]) == b"last"
+    assert client.read_bytes(paths[1]) == b"\xff"
+    client.write_many({paths[2]: "from a mapping"})
+    assert client.read(paths[2]) == "from a mapping"
+    client.write_many([])
+
+
+@pytest.mark.parametrize("bad", [("relative//path", "v"), (5, "v"), ("/ok", "x" * 5000)],
+                         ids=["path", "path-type", "value-size"])
+def test_write_many_checks_everything_before_sending_anything(client, root, bad):
+    items = [(root + "/a", "v")] * (PIPELINE_DEPTH + 1) + [bad]
+    with nothing_sent(client):
+        with pytest.raises((PyXSError, TypeError)) as info:
+            client.write_many(items)
+    assert isinstance(info.value, (ValueError, TypeError))
+    assert not client.exists(root + "/a")
+
+
+@pytest.mark.parametrize("position", [0, PIPELINE_DEPTH - 1, PIPELINE_DEPTH + 1],
+                         ids=["first", "end-of-window", "later"])
+def test_write_many_raises_the_first_refusal_and_sends_nothing_after_its_window(
+        server, position):
+    srv = server(answering({(Op.WRITE, b"/denied\0v"): error_reply("EACCES")}))
+    items = [("/n%d" % i, "v") for i in range(3 * PIPELINE_DEPTH)]
+    items[position] = ("/denied", "v")
+    with scripted_client(srv) as c:
+        with pytest.raises(PyXSError) as info:
+            c.write_many(items)
+        assert info.value.errno == errno.EACCES
+        # The replies left unread do not confuse the next call.
+        c.write("/after", "ok")
+        assert c.read("/after") == "ok"
+        assert c.read_many(["/n%d" % i for i in range(position)]) == ["v"] * position
+    # Writes were sent in order, never more than PIPELINE_DEPTH ahead of
+    # the refused one.
+    written = [r.payload.split(b"\0")[0] for r in srv.peers[0].requests
+               if r.op is Op.WRITE][:-1]
+    assert written == [p.encode() for p, _ in items[:len(written)]]
+    assert position < len(written) <= position + PIPELINE_DEPTH
+
+
+def test_write_many_in_a_transaction_is_all_or_nothing(client, root):
+    paths = ["%s/vm/%d" % (root, i) for i in range(PIPELINE_DEPTH + 5)]
+    with pytest.raises(RuntimeError):
+        with client.transaction() as t:
+            t.write_many((path, "v") for path in paths)
+            raise RuntimeError("changed my mind")
+    assert client.read_many(paths) == [None] * len(paths)
+    with client.transaction() as t:
+        t.write_many((path, "v") for path in paths)
+        assert client.read_many(paths[:1]) == [None]   # Not yet, outside it.
+    assert client.read_many(paths) == ["v"] * len(paths)
 
 
 # --------------------------------------------------- lost transactions
