@@ -844,7 +844,8 @@ class _TreeReader:
     ``_ahead`` holds the paths still to visit, in visiting order; the
     first :data:`PIPELINE_DEPTH` // 2 of them are kept in flight (two
     requests each), topped up in one write whenever half are missing, so
-    the walk rarely waits for a round trip.
+    the walk rarely waits for a round trip.  No more than that many paths
+    are in flight at once, and the next one to visit.
     """
 
     _WINDOW = PIPELINE_DEPTH // 2
@@ -879,10 +880,18 @@ class _TreeReader:
         return to_text(channel.result(value_slot)), children
 
     def _top_up(self) -> None:
-        missing = [p for p in itertools.islice(self._ahead, self._WINDOW)
-                   if p not in self._in_flight]
-        if missing and (missing[0] == self._ahead[0] or len(missing) * 2 >= self._WINDOW):
-            self._in_flight.update(self._send(missing))
+        ahead, in_flight = self._ahead, self._in_flight
+        # Looking through the window at every step cost a third of the
+        # walk's time: look only when the next path is not in flight, or
+        # when at most half a window is.
+        if not ahead or (ahead[0] in in_flight and len(in_flight) * 2 > self._WINDOW):
+            return
+        missing = [p for p in itertools.islice(ahead, self._WINDOW) if p not in in_flight]
+        if missing and (missing[0] == ahead[0] or len(missing) * 2 >= self._WINDOW):
+            # Paths visited later than the window may still be in flight:
+            # they count too, so that at most a window is (and the next
+            # path, always).
+            in_flight.update(self._send(missing[:max(self._WINDOW - len(in_flight), 1)]))
 
     def _send(self, paths: List[str]) -> Dict[str, List[Slot]]:
         requests = []

@@ -115,6 +115,20 @@ def test_bulk_calls_keep_at_most_pipeline_depth_requests_in_flight(xenstore, roo
     assert all(n <= PIPELINE_DEPTH for n in connection.in_flight)
 
 
+def test_walk_reads_ahead_in_batches_and_within_the_pipeline(xenstore, root):
+    connection = CountingConnection(xenstore.socket_path, TIMEOUT)
+    with Client(connection=connection) as c:
+        c.write_many(("%s/w/d%d/n%02d" % (root, d, n), "v") for d in range(3) for n in range(40))
+        del connection.writes[:], connection.in_flight[:]
+        nodes = list(c.walk(root + "/w"))
+    assert len(nodes) == 1 + 3 + 3 * 40
+    # Two requests (listing and value) per node; many nodes per write;
+    # never more than the pipeline (and the next node's two) in flight.
+    assert sum(connection.writes) == 2 * len(nodes)
+    assert len(connection.writes) <= len(nodes) // 4
+    assert max(connection.in_flight) <= PIPELINE_DEPTH + 2
+
+
 @pytest.mark.parametrize("error", ["EACCES", "EINVAL", "E2BIG"])
 @pytest.mark.parametrize("position", [0, PIPELINE_DEPTH - 1, PIPELINE_DEPTH + 1],
                          ids=["first", "end-of-batch", "second-batch"])
