@@ -38,6 +38,7 @@ first use, so parent and child never share a stream.
 
 import collections
 import enum
+import errno
 import os
 import select
 import threading
@@ -46,9 +47,9 @@ import weakref
 from typing import (TYPE_CHECKING, Callable, Deque, Dict, List, NoReturn, Optional, Sequence,
                     Tuple)
 
-from ._internal import HEADER, PAYLOAD_MAX, Op, Packet, PacketDecoder, join_strings, \
+from ._internal import HEADER, Op, Packet, PacketDecoder, join_strings, \
     split_strings
-from .connection import FileDescriptorConnection
+from .connection import FileDescriptorConnection, MessageRefused
 from .exceptions import (ConnectionError, EventsDropped, InvalidPayload, Timeout,
                          UnexpectedPacket)
 from .helpers import error
@@ -56,8 +57,7 @@ from .helpers import error
 if TYPE_CHECKING:
     import logging
 
-__all__ = ["Channel", "Slot", "SPIN_SECONDS", "DRAIN_DELAY", "check_size", "covers",
-           "forget_parent_after_fork"]
+__all__ = ["Channel", "Slot", "SPIN_SECONDS", "DRAIN_DELAY", "covers", "forget_parent_after_fork"]
 
 _logger: "Optional[logging.Logger]" = None
 
@@ -255,14 +255,21 @@ class Channel:
     def _send_rewatches(self) -> None:
         """Register every watch again on a new connection.  The replies
         are checked as they come (see :meth:`_file`)."""
-        frames = [self._frame(Op.WATCH, join_strings(*watch), 0, rewatch=watch)[0]
-                  for watch in self.watches]
+        frames, slots = zip(*[self._frame(Op.WATCH, join_strings(*watch), 0, rewatch=watch)
+                              for watch in self.watches])
         log().info("registering %d watch(es) again on %r", len(frames), self.connection.path)
-        self._send(b"".join(frames))
+        self._send(b"".join(frames), slots)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes, slots: Sequence[Slot]) -> None:
+        """Write the messages of *data*, whose replies land in *slots*."""
         try:
             self.connection.send(data, self.connection.timeout)
+        except MessageRefused as e:
+            # A guest's device refused one message and dropped it: it is
+            # answered with the error, and the stream is intact.
+            self._refuse(slots[e.index], e.errno)
+            if e.rest:
+                self._send(e.rest, slots[e.index + 1:])
         except ConnectionError as e:
             self._fail(e)
             raise
@@ -270,6 +277,17 @@ class Channel:
             # Interrupted part-way, the stream is no longer framed.
             self._fail(ConnectionError("a write to %r was interrupted" % self.connection.path))
             raise
+
+    def _refuse(self, slot: Slot, code: int) -> None:
+        """Answer the request of *slot*, never sent, with error *code*."""
+        for rq_id, pending in self._pending.items():
+            if pending is slot:
+                del self._pending[rq_id]
+                break
+        name = errno.errorcode.get(code, "EINVAL").encode("ascii") + b"\0"
+        slot.reply = Packet(Op.ERROR, name, rq_id, slot.tx_id)
+        if slot.rewatch is not None:
+            self._rewatch_refused(slot.rewatch, name)
 
     def _fail(self, fault: ConnectionError) -> None:
         """End the connection: every pending request and every waiter
@@ -351,7 +369,7 @@ class Channel:
             later connection.
         """
         for _, payload in requests:
-            check_size(payload)
+            self.check_size(payload)
         with self._lock:
             self._ready_for(generation)
             frames, slots = [], []
@@ -359,7 +377,7 @@ class Channel:
                 frame, slot = self._frame(op, payload, tx_id)
                 frames.append(frame)
                 slots.append(slot)
-            self._send(b"".join(frames))
+            self._send(b"".join(frames), slots)
             return slots
 
     def result(self, slot: Slot) -> bytes:
@@ -378,15 +396,23 @@ class Channel:
              generation: Optional[int] = None) -> bytes:
         """Send one request and return its reply's payload: :meth:`submit`
         and :meth:`result` in one, the lock taken once."""
-        check_size(payload)
+        if len(payload) > self.connection.payload_max:
+            self.check_size(payload)
         with self._lock:
             if generation is not None or self._state is not _OPEN:
                 self._ready_for(generation)
             frame, slot = self._frame(op, payload, tx_id)
-            self._send(frame)
+            self._send(frame, (slot,))
             if slot.reply is None and slot.error is None:
                 self._await(slot)
         return _payload(slot)
+
+    def check_size(self, payload: bytes) -> None:
+        """Refuse a request payload over what the connection carries."""
+        if len(payload) > self.connection.payload_max:
+            raise InvalidPayload("a request of %d bytes is over the limit of %d of %r"
+                                 % (len(payload), self.connection.payload_max,
+                                    self.connection.path))
 
     def _ready_for(self, generation: Optional[int]) -> None:
         """Make sure requests (of a transaction made on *generation*, if
@@ -742,13 +768,6 @@ def _spin(connection: FileDescriptorConnection) -> bytes:
         data = connection.read()
         if data or time.monotonic() > end:
             return data
-
-
-def check_size(payload: bytes) -> None:
-    """Refuse a request payload over XenStore's limit."""
-    if len(payload) > PAYLOAD_MAX:
-        raise InvalidPayload("a request of %d bytes is over XenStore's limit of %d"
-                             % (len(payload), PAYLOAD_MAX))
 
 
 def _payload(slot: Slot) -> bytes:

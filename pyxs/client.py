@@ -20,7 +20,7 @@ import weakref
 from typing import (Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, TypeVar, Union, overload)
 
-from ._channel import Channel, Slot, check_size, forget_parent_after_fork
+from ._channel import Channel, Slot, forget_parent_after_fork
 from ._internal import Event, Op, join_strings, split_strings
 from .connection import (FileDescriptorConnection, UnixSocketConnection,
                          XenBusConnection, default_socket_path, default_xenbus_path)
@@ -440,7 +440,7 @@ class Client(_ChannelUser):
         carries many of them.  Requests not sent when the consumer stops
         are never sent; all are checked before the first is."""
         for _, payload in requests:
-            check_size(payload)
+            self._channel.check_size(payload)
         in_flight: Deque[Slot] = collections.deque()
         sent = 0
         while sent < len(requests) or in_flight:

@@ -9,12 +9,13 @@ wait can be bounded, and every operating-system failure becomes a
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import time
 from typing import Optional
 
-from ._internal import HEADER
+from ._internal import HEADER, PAYLOAD_MAX, WIRE_ERRORS
 from .exceptions import ConnectionError, Timeout
 
 __all__ = ["UnixSocketConnection", "XenBusConnection", "FileDescriptorConnection",
@@ -26,6 +27,20 @@ DEFAULT_TIMEOUT = 30.0
 # Larger than any message (16 + 4096 bytes), so one read usually takes
 # every reply that is waiting.
 _READ_SIZE = 65536
+
+
+class MessageRefused(Exception):
+    """A XenBus device refused one whole message and dropped it, instead
+    of passing it on: the stream is intact.  For the channel only.
+
+    :ivar index: which message of those given to ``send()``.
+    :ivar errno: the error the device gave.
+    :ivar rest: the messages after it, not sent.
+    """
+
+    def __init__(self, index: int, errno: int, rest: bytes) -> None:
+        super().__init__(index, errno)
+        self.index, self.errno, self.rest = index, errno, rest
 
 
 def default_socket_path() -> str:
@@ -65,7 +80,10 @@ class FileDescriptorConnection:
 
     :ivar path: what the descriptor is opened from.
     :ivar timeout: seconds a call through this connection may take.
+    :ivar payload_max: the largest request payload it carries.
     """
+
+    payload_max = PAYLOAD_MAX
 
     def __init__(self, path: str, timeout: Optional[float] = None) -> None:
         self.path = path
@@ -226,6 +244,10 @@ class XenBusConnection(FileDescriptorConnection):
         super().__init__(os.fspath(path) if path is not None else default_xenbus_path(),
                          timeout)
 
+    #: Linux's device takes a message of at most 4096 bytes, its header
+    #: included (``xenbus_dev_frontend.c``).
+    payload_max = 4096 - HEADER.size
+
     def __copy__(self) -> "XenBusConnection":
         return type(self)(self.path, self.timeout)
 
@@ -235,20 +257,38 @@ class XenBusConnection(FileDescriptorConnection):
         The messages must be whole (as :class:`~pyxs.client.Client`
         sends them).
 
+        When the device fails the write of a message with a XenStore
+        error, as Linux does when the daemon refuses a ``WATCH`` (it
+        registers watches itself), the messages before it have been sent
+        and ``MessageRefused`` says which one it was, for the channel to
+        answer it with that error.
+
         :raises pyxs.exceptions.Timeout: as for the socket.
-        :raises pyxs.exceptions.ConnectionError: when a write fails, e.g.
-            ``E2BIG`` from Linux for a message over its 4096-byte buffer
-            (header included), or a daemon's refusal of a ``WATCH``.
+        :raises pyxs.exceptions.ConnectionError: when a write fails
+            otherwise.
         """
         view = memoryview(data)
+        index = 0
         while view:
             end = HEADER.size + HEADER.unpack_from(view)[3] if len(view) >= HEADER.size \
                 else len(view)
-            super().send(bytes(view[:end]), timeout)
+            try:
+                super().send(bytes(view[:end]), timeout)
+            except ConnectionError as e:
+                cause = e.__cause__
+                if isinstance(cause, OSError) and cause.errno in _REFUSALS:
+                    raise MessageRefused(index, cause.errno, bytes(view[end:])) from cause
+                raise
             view = view[end:]
+            index += 1
 
     def _open(self) -> int:
         try:
             return os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as e:
             raise self._failure("cannot open", e) from e
+
+
+# The errors a XenBus device fails a whole message's write() with when it
+# drops that message only: XenStore's own error names, as Linux maps them.
+_REFUSALS = frozenset(WIRE_ERRORS.values()) - {errno.EAGAIN, errno.EIO}

@@ -16,7 +16,7 @@ import pytest
 
 import guestring
 import realdaemons
-from pyxs import Client, ConnectionError, PyXSError
+from pyxs import Client, ConnectionError, InvalidPayload, PyXSError
 from pyxs.connection import XenBusConnection
 from pyxs.testing import XenStoreServer
 
@@ -241,14 +241,23 @@ def test_batched_requests_reach_the_daemon_one_message_per_write(setup):
             ["many"] + ["many/%d" % i for i in range(40)])
 
 
-def test_a_message_over_the_devices_buffer_fails_the_write(setup):
-    # Linux's device holds 4096 bytes, header included.
+def test_a_message_over_the_devices_buffer_is_refused_before_it_is_sent(setup):
+    # Linux's device holds 4096 bytes, header included: a longer message
+    # would fail the write() (EINVAL).  pyxs refuses it first, keeping
+    # the connection.
     with setup.client() as c:
-        # One write bigger than the buffer is EINVAL (E2BIG is for a header
-        # announcing more than fits, written on its own).
-        with pytest.raises(ConnectionError, match="Invalid argument"):
+        c.write("small", "x")
+        fd = c.connection.fd
+        with pytest.raises(InvalidPayload, match="over the limit of 4080"):
             c.write("big", "x" * (4096 - 16 - len("big\0") + 1))
-        c.write("small", "x")  # the client connects again
+        # A message that just fits reaches the daemon, whose quota on a
+        # guest's values refuses it: an error reply, not a broken write.
+        with pytest.raises(PyXSError) as info:
+            c.write("big", "x" * (4096 - 16 - len("big\0")))
+        assert not isinstance(info.value, (InvalidPayload, ConnectionError))
+        assert info.value.errno in (errno.ENOSPC, errno.E2BIG)
+        assert c.read("small") == "x"
+        assert c.connection.fd == fd
 
 
 def test_transactions_and_conflicts(setup):
@@ -298,15 +307,27 @@ def test_quota_errors(setup):
 def test_watch_quota_fails_the_write(setup):
     with setup.client() as c, c.monitor() as m:
         count = 0
-        with pytest.raises(ConnectionError) as info:
+        with pytest.raises(PyXSError) as info:
             for count in range(200):
                 m.watch("w%d" % count, "t")
         print("%s: watches accepted: %d (%s)" % (setup.kind, count, info.value))
         assert count == {"xenstored": 129, "oxenstored": 101}[setup.model]
-        # The device fails the write() with the daemon's error; Linux reads
-        # an error name it does not know (oxenstored's) as EINVAL.
-        assert {"xenstored": "Argument list too long",
-                "oxenstored": "Invalid argument"}[setup.model] in str(info.value)
+        # The device fails the write() with the daemon's error (Linux reads
+        # an error name it does not know, oxenstored's, as EINVAL), and
+        # drops that message only: pyxs raises the error for that watch
+        # and keeps the connection and the other watches.
+        assert not isinstance(info.value, ConnectionError)
+        assert info.value.errno == {"xenstored": errno.E2BIG,
+                                    "oxenstored": errno.EINVAL}[setup.model]
+        fd = m.connection.fd
+        m.unwatch("w0", "t")
+        c.write("w5/sub", "changed")
+        deadline = time.monotonic() + 10
+        event = None
+        while event != ("w5/sub", "t"):
+            event = m.wait(timeout=max(deadline - time.monotonic(), 0))
+            assert event is not None, "the watches stopped delivering"
+        assert m.connection.fd == fd
 
 
 def test_node_quota(setup):
