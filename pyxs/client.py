@@ -245,7 +245,8 @@ class Client(_ChannelUser):
            The *default* parameter, as pyxs 0.3.1 to 0.4.1 had it.
         """
         try:
-            return to_text(self.read_bytes(path))
+            # read_bytes()'s request, made here: one call less per read.
+            return to_text(self._call(Op.READ, encode_path(path) + b"\0"))
         except PyXSError as e:
             if default is _NO_DEFAULT or e.errno != errno.ENOENT:
                 raise
