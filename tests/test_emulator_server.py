@@ -140,14 +140,14 @@ def test_a_dropped_peer_cannot_drop_the_client_that_reuses_its_number(tmp_path):
             # Made before the drop, so that the freed number goes to the
             # server's side.
             clients.append(socket.socket(socket.AF_UNIX))
-            loop._drop(old)
+            loop._close(old)
             new = accept(clients[-1])
             if new.fd == old.fd:
                 break
             old = new
         else:
             pytest.fail("accept() never reused a freed descriptor number")
-        loop._drop(old)                 # a stale selector key, say
+        loop._close(old)                 # a stale selector key, say
         loop._update(old)
         assert loop._peers == {new.fd: new}
         assert loop._selector.get_key(new.fd).data is new

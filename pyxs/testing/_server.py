@@ -12,7 +12,16 @@ conversation, multiplexed by Linux's rules onto one ring connection of
 the guest's domain, and a symbolic link to it at the path asked for.
 
 Frames are cut with the codec's :data:`~pyxs._internal.HEADER`; the
-store sees every request in arrival order, one at a time.
+store sees every request in arrival order, one at a time, and says in
+each :class:`~._model.Outcome` what to send and which connections to stop
+serving.  The loop keeps what it has yet to write.
+
+Connections end in one of three ways: the loop *closes* a peer whose
+client went away (its descriptor is closed and the store forgets the
+connection), *fails* one that broke the protocol or would have crashed
+the daemon, and *abandons* a ring that failed or whose domain was
+released: a ring cannot be closed, so its descriptor stays open, and
+what arrives on it is ignored.
 """
 
 import errno
@@ -24,10 +33,11 @@ import shutil
 import stat
 import tempfile
 import tty
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Union
 
-from .._internal import HEADER, PAYLOAD_MAX
-from ._store import Connection, Output, Store
+from .._internal import HEADER, PAYLOAD_MAX, Packet
+from ._model import Connection, Outcome, duplicate_event
+from ._store import Store
 from ._xenbus import Frontend, FuseDevice
 
 __all__ = ["Loop"]
@@ -45,8 +55,11 @@ class _Peer:
         self.conn = conn
         self.sock = sock
         self.inbuf = bytearray()
+        #: Packets to write, after :attr:`outbuf`.
+        self.queue: List[Packet] = []
+        #: The bytes being written.
         self.outbuf = bytearray()
-        self.ignored = False
+        self.abandoned = False
 
     def recv(self) -> bytes:
         if self.sock is not None:
@@ -70,17 +83,17 @@ class Loop:
         self.store = store
         self._xenbus_path = xenbus_path
         self._xenbus_domid = xenbus_domid
-        self._xenbus = None  # type: Optional[FuseDevice]
-        self._xenbus_conn = None  # type: Optional[Connection]
-        self._xenbus_dir = None  # type: Optional[str]
+        self._xenbus: Optional[FuseDevice] = None
+        self._xenbus_conn: Optional[Connection] = None
+        self._xenbus_dir: Optional[str] = None
         self._ring_out = bytearray()
         self.socket_path = socket_path
-        self.pty_path = None  # type: Optional[str]
+        self.pty_path: Optional[str] = None
         self._want_pty = pty
         self._pty_domid = pty_domid
         self.stopping = False
         self._selector = selectors.DefaultSelector()
-        self._listener = None  # type: Optional[socket.socket]
+        self._listener: Optional[socket.socket] = None
         self._wake_r = self._wake_w = -1
         self._pty_master = self._pty_slave = -1
         self._peers: Dict[int, _Peer] = {}
@@ -182,14 +195,12 @@ class Loop:
             payload = bytes(out[HEADER.size:HEADER.size + size])
             del out[:HEADER.size + size]
             self._dispatch(self.store.handle_raw(conn, op, rq_id, tx_id, payload))
-            if conn.broken or conn.closed:
-                device.frontend.abandon()
 
     def close(self) -> None:
         """Close every descriptor; the store forgets every connection."""
         self._close_xenbus()
         for peer in list(self._peers.values()):
-            self._drop(peer, notify=False)
+            self._close(peer, notify=False)
         if self._listener is not None:
             try:
                 self._selector.unregister(self._listener)
@@ -269,8 +280,9 @@ class Loop:
             sock.setblocking(False)
             self._add_peer(_Peer(sock.fileno(), self.store.connect(), sock))
 
-    def _drop(self, peer: _Peer, notify: bool = True) -> None:
-        """Stop serving *peer* and close its descriptor (once)."""
+    def _close(self, peer: _Peer, *, notify: bool = True) -> None:
+        """Stop serving *peer* and close its descriptor (once); if
+        *notify*, the store closes its connection too."""
         if not self._serving(peer):
             return
         del self._peers[peer.fd]
@@ -280,7 +292,7 @@ class Loop:
         except (KeyError, ValueError):
             pass
         if notify:
-            self._dispatch(self.store.disconnect(peer.conn))
+            self._dispatch(self.store.close(peer.conn))
         if peer.sock is not None:
             peer.sock.close()
         else:
@@ -294,13 +306,13 @@ class Loop:
         except OSError as exc:
             if peer.sock is None and exc.errno == errno.EIO:
                 return  # no slave open right now (cannot happen while we hold it)
-            self._drop(peer)
+            self._close(peer)
             return
         if not data:
             if peer.sock is not None:
-                self._drop(peer)
+                self._close(peer)
             return
-        if peer.ignored:
+        if peer.abandoned:
             return
         peer.inbuf += data
         self._process(peer)
@@ -313,7 +325,7 @@ class Loop:
             if size > PAYLOAD_MAX:
                 log.info("dropping a connection that sent a %d-byte frame", size)
                 del buf[:]
-                self._misbehaved(peer)
+                self._fail(peer)
                 return
             end = start + HEADER.size + size
             if end > len(buf):
@@ -322,64 +334,79 @@ class Loop:
             start = end
             conn = peer.conn
             try:
-                output = self.store.handle_raw(conn, op, rq_id, tx_id, payload)
+                outcome = self.store.handle_raw(conn, op, rq_id, tx_id, payload)
             except Exception:  # a bug in the store: spare the other clients
                 log.exception("the emulator failed on a request (op %d); "
                               "dropping the connection", op)
-                conn.broken = True
-                output = []
-            self._dispatch(output)
-            if conn.broken or conn.closed:
-                if conn.broken:
-                    log.warning("xenstored would have crashed on that request "
-                                "(op %d); dropping the connection", op)
+                self.store.fail(conn)
                 del buf[:]
-                self._misbehaved(peer)
+                self._fail(peer)
                 return
-            if not self._serving(peer):
+            if conn in outcome.failed:
+                log.warning("xenstored would have crashed on that request "
+                            "(op %d); dropping the connection", op)
+            self._dispatch(outcome)
+            if not self._serving(peer) or peer.abandoned:
+                del buf[:]
                 return
-            self._check_released()
         del buf[:start]
 
-    def _check_released(self) -> None:
-        # A domain's ring connection ends when another client releases
-        # the domain.
-        for other in list(self._peers.values()):
-            if other.sock is None and other.conn.closed and not other.ignored:
-                self._misbehaved(other)
-
-    def _misbehaved(self, peer: _Peer) -> None:
+    def _fail(self, peer: _Peer) -> None:
+        """*peer* broke the protocol: close a socket, abandon a ring."""
         if peer.sock is not None:
-            self._drop(peer)
+            self._close(peer)
         else:
-            # A ring connection is not closed, just no longer served.
-            if not peer.conn.closed:
-                self.store.ignore(peer.conn)
-            peer.ignored = True
-            del peer.outbuf[:]
-            del peer.conn.queued[:]
-            self._update(peer)
+            self._abandon(peer)
 
-    def _dispatch(self, output: Output) -> None:
+    def _abandon(self, peer: _Peer) -> None:
+        """Serve ring *peer* no more, keeping its descriptor open; what it
+        has yet to be sent is dropped."""
+        if not peer.conn.closed:
+            self.store.abandon(peer.conn)
+        peer.abandoned = True
+        del peer.outbuf[:]
+        del peer.queue[:]
+        self._update(peer)
+
+    def _dispatch(self, outcome: Outcome) -> None:
+        """Queue and write the packets of *outcome*, and stop serving the
+        connections it ended."""
+        for conn in outcome.reset:
+            reset = self._by_conn.get(conn)
+            if reset is not None:
+                del reset.queue[:]
         touched = []
-        for conn, packet in output:
+        for conn, packet in outcome.packets:
             if conn is self._xenbus_conn:
                 assert self._xenbus is not None  # Set with the connection.
                 self._xenbus.frontend.ring_input(bytes(packet))
                 continue
             peer = self._by_conn.get(conn)
-            if peer is None or peer.ignored:
+            if peer is None or peer.abandoned or duplicate_event(packet, peer.queue):
                 continue
-            conn.queued.append(packet)
+            peer.queue.append(packet)
             if peer not in touched:
                 touched.append(peer)
         for peer in touched:
             self._writable(peer)
+        for conn in outcome.failed + outcome.closed:
+            self._end(conn)
         if self._ring_out:
             self._run_ring()  # the device's kernel side answered an event
 
+    def _end(self, conn: Connection) -> None:
+        """Stop serving *conn*, which the store failed or closed (only a
+        ring's domain is released, so only rings are closed this way)."""
+        if conn is self._xenbus_conn:
+            assert self._xenbus is not None  # Set with the connection.
+            self._xenbus.frontend.abandon()
+            return
+        peer = self._by_conn.get(conn)
+        if peer is not None and self._serving(peer) and not peer.abandoned:
+            self._fail(peer)
+
     def _writable(self, peer: _Peer) -> None:
-        queued = peer.conn.queued
+        queued = peer.queue
         while True:
             if not peer.outbuf:
                 if not queued:
@@ -390,7 +417,7 @@ class Loop:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                self._drop(peer)
+                self._close(peer)
                 return
             del peer.outbuf[:sent]
         self._update(peer)
@@ -399,7 +426,7 @@ class Loop:
         if not self._serving(peer):
             return
         events = selectors.EVENT_READ
-        if peer.outbuf or peer.conn.queued:
+        if peer.outbuf or peer.queue:
             events |= selectors.EVENT_WRITE
         try:
             self._selector.modify(peer.fd, events, peer)
