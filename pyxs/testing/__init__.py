@@ -19,6 +19,14 @@ For pytest, :mod:`pyxs.pytest_plugin` provides the fixtures
 ``xenstore_server`` and ``xenstore_client``; ``python -m pyxs.testing``
 serves from the command line.
 
+Inside, the daemon's state and answers are a sans-I/O :class:`Store`
+(``_store.py``, with the dispatch of requests), split the way C
+xenstored's sources are: ``_core.py`` (the node tree and the requests on
+nodes), ``_transaction.py``, ``_watch.py``, ``_domain.py`` and
+``_control.py``, over the records of ``_model.py``; each call returns an
+outcome (``_outcome.py``).  ``_server.py`` serves the store on a selector
+loop, and ``_xenbus.py`` plays a guest's XenBus device.
+
 .. versionadded:: 0.5.0
 """
 
@@ -99,18 +107,18 @@ class XenStoreServer:
         if pty and xenbus_path is not None and pty_domid == xenbus_domid:
             raise ValueError("the pty and the XenBus device cannot both be domain %d's "
                              "ring" % pty_domid)
-        self.xenbus_path = None if xenbus_path is None else os.fspath(xenbus_path)  # type: Optional[str]
+        self.xenbus_path: Optional[str] = None if xenbus_path is None else os.fspath(xenbus_path)
         self.xenbus_domid = xenbus_domid
-        self._tempdir = None  # type: Optional[str]
+        self._tempdir: Optional[str] = None
         self._own_socket = socket_path is None
-        self.socket_path = None if socket_path is None else os.fspath(socket_path)  # type: Optional[str]
-        self.pty_path = None  # type: Optional[str]
+        self.socket_path: Optional[str] = None if socket_path is None else os.fspath(socket_path)
+        self.pty_path: Optional[str] = None
         self._pty = pty
         self._pty_domid = pty_domid
-        self._store = None  # type: Optional[Store]
-        self._loop = None  # type: Optional[Loop]
-        self._thread = None  # type: Optional[threading.Thread]
-        self._failure = None  # type: Optional[BaseException]
+        self._store: Optional[Store] = None
+        self._loop: Optional[Loop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._failure: Optional[BaseException] = None
         self._lock = threading.Lock()
 
     @property

@@ -10,7 +10,8 @@ import errno
 from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 from .._internal import Op, split_strings
-from ._model import Domain, Outcome, Connection, RequestFailed, atoi, u32
+from ._model import Connection, Domain, atoi, u32
+from ._outcome import Outcome, RequestFailed
 
 if TYPE_CHECKING:
     from ._store import Store

@@ -1,9 +1,9 @@
 """The node tree: reading, writing, creating and removing nodes, the
 permission checks, and the requests on nodes (xenstored_core.c).
 
-Request handlers take the store, the :class:`~._model.Outcome` of the
+Request handlers take the store, the :class:`~._outcome.Outcome` of the
 call, the requesting connection and the payload; they answer through the
-outcome or raise :class:`~._model.RequestFailed`.
+outcome or raise :class:`~._outcome.RequestFailed`.
 
 Lower down, functions that find no node return None with
 :attr:`Store.errno <._store.Store.errno>` saying why, as the daemon's
@@ -21,8 +21,8 @@ from .._internal import PAYLOAD_MAX, Op, split_strings
 from . import _domain, _transaction, _watch
 from ._model import (
     P_ALL, P_IGNORE, P_NONE, P_OWNER, P_READ, P_WRITE, PERM_LETTERS, Access, Connection, Node,
-    Outcome, Perms, RequestFailed, atoi, basename, child_name, get_parent, is_valid_nodename,
-    onearg, u32)
+    Perms, atoi, basename, child_name, get_parent, is_valid_nodename, onearg, u32)
+from ._outcome import Outcome, RequestFailed
 
 if TYPE_CHECKING:
     from ._store import Store

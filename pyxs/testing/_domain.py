@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Optional
 
 from .._internal import Op, split_strings
 from . import _core, _transaction, _watch
-from ._model import (
-    P_IGNORE, P_OWNER, P_WRITE, Connection, Domain, Node, Outcome, Perms, RequestFailed, atoi,
-    onearg, u32)
+from ._model import P_IGNORE, P_OWNER, P_WRITE, Connection, Domain, Node, Perms, atoi, onearg, u32
+from ._outcome import Outcome, RequestFailed
 
 if TYPE_CHECKING:
     from ._store import Store

@@ -13,7 +13,7 @@ the guest's domain, and a symbolic link to it at the path asked for.
 
 Frames are cut with the codec's :data:`~pyxs._internal.HEADER`; the
 store sees every request in arrival order, one at a time, and says in
-each :class:`~._model.Outcome` what to send and which connections to stop
+each :class:`~._outcome.Outcome` what to send and which connections to stop
 serving.  The loop keeps what it has yet to write.
 
 Connections end in one of three ways: the loop *closes* a peer whose
@@ -36,7 +36,8 @@ import tty
 from typing import Dict, List, Optional, Union
 
 from .._internal import HEADER, PAYLOAD_MAX, Packet
-from ._model import Connection, Outcome, duplicate_event
+from ._model import Connection
+from ._outcome import Outcome, duplicate_event
 from ._store import Store
 from ._xenbus import Frontend, FuseDevice
 

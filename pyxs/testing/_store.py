@@ -18,7 +18,7 @@ gives, including its less obvious ones:
   the same variable, :attr:`Store.errno`, updated at the same points.
   When it holds 0 the real daemon sends no answer at all and aborts on
   an assertion; the model fails just that connection instead (see
-  :attr:`Outcome.failed <._model.Outcome.failed>`).
+  :attr:`Outcome.failed <._outcome.Outcome.failed>`).
 
 The model is split the way the daemon's sources are, so that each piece
 can be read next to the C it mirrors: :mod:`._core` (the tree and the
@@ -27,10 +27,10 @@ requests on nodes), :mod:`._transaction`, :mod:`._watch`,
 :mod:`._model`.  This module holds the :class:`Store` itself: its
 connections and the dispatch of requests.
 
-Every call into the store returns an :class:`~._model.Outcome`: the
+Every call into the store returns an :class:`~._outcome.Outcome`: the
 packets to send and the connections the call ended.  Whoever serves the
 connections (:mod:`._server`) keeps the packets not yet written, and
-applies :func:`~._model.duplicate_event` to them as it queues more.
+applies :func:`~._outcome.duplicate_event` to them as it queues more.
 """
 
 import errno
@@ -41,8 +41,8 @@ from .._cnumbers import signed
 from .._internal import Op, Packet
 from . import _control, _core, _domain, _transaction, _watch
 from ._model import (
-    DEFAULT_QUOTAS, NO_GENERATION, P_IGNORE, P_NONE, PERM_LETTERS, Connection, Domain, Node,
-    Outcome, Perms, RequestFailed)
+    DEFAULT_QUOTAS, NO_GENERATION, P_IGNORE, P_NONE, PERM_LETTERS, Connection, Domain, Node, Perms)
+from ._outcome import Outcome, RequestFailed
 
 __all__ = ["Store", "Connection", "Outcome", "DEFAULT_QUOTAS", "NO_GENERATION"]
 

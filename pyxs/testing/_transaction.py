@@ -36,9 +36,8 @@ from typing import TYPE_CHECKING, Dict, Optional
 
 from .._internal import Op
 from . import _domain, _watch
-from ._model import (
-    NO_GENERATION, Access, Accessed, Connection, Node, Outcome, RequestFailed, Transaction,
-    onearg, u32)
+from ._model import NO_GENERATION, Access, Accessed, Connection, Node, Transaction, onearg, u32
+from ._outcome import Outcome, RequestFailed
 
 if TYPE_CHECKING:
     from ._store import Store

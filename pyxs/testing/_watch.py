@@ -6,9 +6,8 @@ from typing import TYPE_CHECKING, Optional
 
 from .._internal import Op, split_strings
 from . import _core
-from ._model import (
-    P_READ, Connection, Node, Outcome, Perms, RequestFailed, Watch, get_parent, is_child,
-    is_valid_nodename)
+from ._model import P_READ, Connection, Node, Perms, Watch, get_parent, is_child, is_valid_nodename
+from ._outcome import Outcome, RequestFailed
 
 if TYPE_CHECKING:
     from ._store import Store

@@ -288,9 +288,7 @@ class Frontend:
         self._reply(handle, header, op, body)
 
 
-# --------------------------------------------------------------------------
-# FUSE
-# --------------------------------------------------------------------------
+# The FUSE file.
 
 _IN_HEADER = struct.Struct("=IIQQIIIHH")    # len, opcode, unique, nodeid, uid, gid, pid, ...
 _OUT_HEADER = struct.Struct("=IiQ")        # len, error, unique
@@ -598,9 +596,9 @@ class FuseDevice:
             self._send(_OUT_HEADER.pack(_OUT_HEADER.size + 8, _NOTIFY_POLL, 0)
                        + struct.pack("=Q", kh))
 
-    _OPS = {
+    _OPS: Dict[int, Callable[["FuseDevice", int, int, bytes], None]] = {
         _INIT: _init, _LOOKUP: _lookup, _GETATTR: _getattr, _OPEN: _open,
         _OPENDIR: _opendir, _READDIR: _readdir, _RELEASEDIR: _releasedir,
         _READ: _read, _WRITE: _write, _RELEASE: _release, _FLUSH: _flush,
         _POLL: _poll, _INTERRUPT: _interrupt, _DESTROY: _destroy, _STATFS: _statfs,
-    }  # type: Dict[int, Callable[[FuseDevice, int, int, bytes], None]]
+    }
