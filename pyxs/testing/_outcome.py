@@ -48,8 +48,8 @@ class Outcome:
         :attr:`Connection.broken <._model.Connection.broken>`): stop serving them.
     :ivar closed: connections the store closed during the call (their
         domain was released): stop serving them.
-    :ivar reset: connections whose packets not yet written are to be
-        dropped, in the order of :attr:`packets` (the daemon reset them).
+    :ivar reset: connections the daemon reset: whatever was not yet
+        written to them goes, before :attr:`packets` are queued.
     """
 
     __slots__ = ("packets", "failed", "closed", "reset", "_request", "replied")

@@ -103,6 +103,8 @@ class Loop:
     # Set-up and tear-down.
 
     def open(self) -> None:
+        """Create the socket (and the pty and the XenBus device, if
+        asked for); on failure, release what was made and raise."""
         try:
             self._open()
         except BaseException:
@@ -147,6 +149,11 @@ class Loop:
             self._open_xenbus()
 
     def _open_xenbus(self) -> None:
+        """Mount the FUSE device in a directory of its own, link it at the
+        path asked for, and give it its domain's ring connection.
+
+        :raises FileExistsError: if something is at that path already.
+        """
         path = self._xenbus_path
         assert path is not None  # Called only when a device is wanted.
         if os.path.lexists(path):
@@ -161,6 +168,8 @@ class Loop:
         self._selector.register(device.fileno(), selectors.EVENT_READ, device)
 
     def _close_xenbus(self) -> None:
+        """Unmount the device and remove its link and directory (each
+        once; also after a partial :meth:`_open_xenbus`)."""
         if self._xenbus is not None:
             try:
                 self._selector.unregister(self._xenbus.fileno())
@@ -178,6 +187,8 @@ class Loop:
             self._xenbus_dir = None
 
     def _serve_xenbus(self) -> None:
+        """Serve the device's pending FUSE requests; it closes when it was
+        unmounted from outside."""
         assert self._xenbus is not None  # Registered with the selector only when open.
         if not self._xenbus.handle():
             self._close_xenbus()
@@ -228,6 +239,7 @@ class Loop:
         self._selector.close()
 
     def wake(self) -> None:
+        """Make :meth:`run` look at :attr:`stopping` (from any thread)."""
         try:
             os.write(self._wake_w, b"x")
         except OSError:
@@ -236,6 +248,7 @@ class Loop:
     # Serving.
 
     def run(self) -> None:
+        """Serve until :attr:`stopping` is set and :meth:`wake` called."""
         while not self.stopping:
             for key, events in self._selector.select():
                 if key.fileobj is self._listener:
@@ -251,23 +264,25 @@ class Loop:
                 else:
                     peer = key.data
                     if not self._serving(peer):
-                        continue  # dropped earlier in this round
+                        continue  # ended earlier in this round
                     if events & selectors.EVENT_READ:
                         self._readable(peer)
                     if self._serving(peer) and events & selectors.EVENT_WRITE:
                         self._writable(peer)
 
     def _serving(self, peer: _Peer) -> bool:
-        # By identity, not by descriptor number: a peer dropped earlier in
+        # By identity, not by descriptor number: a peer closed earlier in
         # a round may have its number reused by a client accepted since.
         return self._peers.get(peer.fd) is peer
 
     def _add_peer(self, peer: _Peer) -> None:
+        """Serve *peer*: read from it from now on."""
         self._peers[peer.fd] = peer
         self._by_conn[peer.conn] = peer
         self._selector.register(peer.fd, selectors.EVENT_READ, peer)
 
     def _accept(self) -> None:
+        """Accept every pending client, each a new domain 0 connection."""
         listener = self._listener
         assert listener is not None  # Registered with the selector only when open.
         while True:
@@ -300,6 +315,8 @@ class Loop:
             os.close(peer.fd)
 
     def _readable(self, peer: _Peer) -> None:
+        """Read what *peer* sent and process it; a socket closed by its
+        client is closed here too."""
         try:
             data = peer.recv()
         except (BlockingIOError, InterruptedError):
@@ -319,12 +336,15 @@ class Loop:
         self._process(peer)
 
     def _process(self, peer: _Peer) -> None:
+        """Hand the store each whole request in *peer*'s input, in order,
+        and dispatch the outcomes; stop at the first request that ends
+        *peer*."""
         buf = peer.inbuf
         start = 0
         while len(buf) - start >= HEADER.size:
             op, rq_id, tx_id, size = HEADER.unpack_from(buf, start)
             if size > PAYLOAD_MAX:
-                log.info("dropping a connection that sent a %d-byte frame", size)
+                log.info("failing a connection that sent a %d-byte frame", size)
                 del buf[:]
                 self._fail(peer)
                 return
@@ -338,14 +358,14 @@ class Loop:
                 outcome = self.store.handle_raw(conn, op, rq_id, tx_id, payload)
             except Exception:  # a bug in the store: spare the other clients
                 log.exception("the emulator failed on a request (op %d); "
-                              "dropping the connection", op)
+                              "ending the connection", op)
                 self.store.fail(conn)
                 del buf[:]
                 self._fail(peer)
                 return
             if conn in outcome.failed:
                 log.warning("xenstored would have crashed on that request "
-                            "(op %d); dropping the connection", op)
+                            "(op %d); ending the connection", op)
             self._dispatch(outcome)
             if not self._serving(peer) or peer.abandoned:
                 del buf[:]
@@ -407,6 +427,8 @@ class Loop:
             self._fail(peer)
 
     def _writable(self, peer: _Peer) -> None:
+        """Write as much of *peer*'s output as it takes now; a socket that
+        fails is closed."""
         queued = peer.queue
         while True:
             if not peer.outbuf:
@@ -424,6 +446,8 @@ class Loop:
         self._update(peer)
 
     def _update(self, peer: _Peer) -> None:
+        """Ask the selector for writability exactly while *peer* has
+        output waiting."""
         if not self._serving(peer):
             return
         events = selectors.EVENT_READ
