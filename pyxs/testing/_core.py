@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _RESOURCE_ERRORS = (errno.ENOMEM, errno.ENOSPC)
 
 
-# Permissions.
+# Connections and permissions.
 
 # xenstored_core.c: perm_for_conn()
 def perm_for_conn(conn: Connection, perms: Perms) -> int:
@@ -44,6 +44,17 @@ def perm_for_conn(conn: Connection, perms: Perms) -> int:
         if not bits & P_IGNORE and (domid == conn.domid or domid == target):
             return bits & P_ALL
     return perms[0][1] & P_ALL
+
+
+# xenstored_core.c: destroy_conn()
+def forget_connection(store: "Store", conn: Connection) -> None:
+    """Drop *conn* with its watches and transactions, and mark it
+    :attr:`~._model.Connection.closed`."""
+    _watch.delete_all_watches(conn)
+    _transaction.delete_all_transactions(conn)
+    conn.closed = True
+    if conn in store.connections:
+        store.connections.remove(conn)
 
 
 # Reading and writing one node.

@@ -143,7 +143,7 @@ def destroy_domain(store: "Store", out: Outcome, domain: Domain) -> None:
     owns, forget it, and fire ``@releaseDomain``."""
     conn = domain.conn
     assert conn is not None  # Only connected domains are destroyed.
-    store.forget(conn)
+    _core.forget_connection(store, conn)
     out.closed.append(conn)
     domain.conn = None
     if domain.node_count > 0:

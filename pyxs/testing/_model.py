@@ -200,8 +200,8 @@ class Accessed:
     :ivar modified: whether the transaction changed it.
     :ivar has_copy: whether the transaction holds a copy of it, to be
         committed or dropped (C: ``ta_node``).
-    :ivar fire_watch: whether its watches fire at commit, and
-        :ivar watch_exact: whether only watches on the node itself do.
+    :ivar fire_watch: whether its watches fire at commit.
+    :ivar watch_exact: whether only watches on the node itself do.
     """
 
     __slots__ = ("generation", "perms", "check_generation", "modified", "has_copy",

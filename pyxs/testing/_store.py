@@ -159,7 +159,7 @@ class Store:
             if conn.domain is not None and conn.domain.domid != 0:
                 _domain.destroy_domain(self, out, conn.domain)
             else:
-                self.forget(conn)
+                _core.forget_connection(self, conn)
         return out
 
     # xenstored_domain.c: ignore_connection()
@@ -177,16 +177,6 @@ class Store:
         last request (or the store itself failed on it)."""
         conn.broken = True
 
-    # xenstored_core.c: destroy_conn()
-    def forget(self, conn: Connection) -> None:
-        """Drop *conn* and its watches and transactions, and mark it
-        :attr:`~._model.Connection.closed`."""
-        _watch.delete_all_watches(conn)
-        _transaction.delete_all_transactions(conn)
-        conn.closed = True
-        if conn in self.connections:
-            self.connections.remove(conn)
-
     # Requests.
 
     def handle(self, conn: Connection, packet: Packet) -> Outcome:
@@ -194,7 +184,7 @@ class Store:
         send, in order, each with the connection it is for (the reply to
         *conn* and any watch events, to *conn* or to others), and the
         connections the request ended.  A request on a failed or closed
-        connection has no outcome."""
+        connection changes nothing and sends nothing."""
         return self.handle_raw(conn, int(packet.op), packet.rq_id, packet.tx_id,
                                packet.payload)
 
