@@ -14,7 +14,9 @@ _WIRE_ERRNOS = frozenset(WIRE_ERRORS.values())
 class RequestFailed(Exception):
     """The request being handled fails with the error number *code*, which
     goes back as its error reply: a xenstored request handler's nonzero
-    return."""
+    return.  Handlers that fail with the daemon's errno may pass 0: the
+    request then goes unanswered, and the store fails the connection, as
+    the daemon would have crashed."""
 
     def __init__(self, code: int) -> None:
         super().__init__(code)
