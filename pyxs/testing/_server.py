@@ -373,7 +373,8 @@ class Loop:
         del buf[:start]
 
     def _fail(self, peer: _Peer) -> None:
-        """*peer* broke the protocol: close a socket, abandon a ring."""
+        """*peer* broke the protocol, or its request would have crashed the
+        daemon: close a socket, abandon a ring."""
         if peer.sock is not None:
             self._close(peer)
         else:
@@ -382,8 +383,7 @@ class Loop:
     def _abandon(self, peer: _Peer) -> None:
         """Serve ring *peer* no more, keeping its descriptor open; what it
         has yet to be sent is dropped."""
-        if not peer.conn.closed:
-            self.store.abandon(peer.conn)
+        self.store.abandon(peer.conn)
         peer.abandoned = True
         del peer.outbuf[:]
         del peer.queue[:]
@@ -411,20 +411,21 @@ class Loop:
         for peer in touched:
             self._writable(peer)
         for conn in outcome.failed + outcome.closed:
-            self._end(conn)
+            if conn is self._xenbus_conn:
+                assert self._xenbus is not None  # Set with the connection.
+                self._xenbus.frontend.abandon()
+                continue
+            peer = self._by_conn.get(conn)
+            if peer is None or not self._serving(peer) or peer.abandoned:
+                continue
+            if conn in outcome.failed:
+                self._fail(peer)
+            else:
+                # Only a ring's domain is released, and a ring cannot be
+                # closed.
+                self._abandon(peer)
         if self._ring_out:
             self._run_ring()  # the device's kernel side answered an event
-
-    def _end(self, conn: Connection) -> None:
-        """Stop serving *conn*, which the store failed or closed (only a
-        ring's domain is released, so only rings are closed this way)."""
-        if conn is self._xenbus_conn:
-            assert self._xenbus is not None  # Set with the connection.
-            self._xenbus.frontend.abandon()
-            return
-        peer = self._by_conn.get(conn)
-        if peer is not None and self._serving(peer) and not peer.abandoned:
-            self._fail(peer)
 
     def _writable(self, peer: _Peer) -> None:
         """Write as much of *peer*'s output as it takes now; a socket that

@@ -167,7 +167,10 @@ class Store:
         """Stop serving a ring connection but keep it, as the daemon does
         with one that broke the protocol (a frame over the size limit,
         say): its watches and transactions go, and it is marked
-        :attr:`~._model.Connection.broken`."""
+        :attr:`~._model.Connection.broken`.  Abandoning a closed
+        connection does nothing."""
+        if conn.closed:
+            return
         _watch.delete_all_watches(conn)
         _transaction.delete_all_transactions(conn)
         conn.broken = True
