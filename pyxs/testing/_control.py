@@ -124,7 +124,7 @@ def _quota_set(values: Dict[str, int], args: List[bytes]) -> str:
     return "OK"
 
 
-# xenstored_control.c: quota_get()
+# xenstored_control.c: quota_get(); xenstored_domain.c: domain_get_quota()
 def _domain_quotas(store: "Store", domain: Domain) -> str:
     transactions = len(domain.conn.transactions) if domain.conn is not None else 0
     return "Domain %d:\n" % domain.domid + "".join(

@@ -164,8 +164,11 @@ def destroy_domain(store: "Store", out: Outcome, domain: Domain) -> None:
     _watch.fire_watches(store, out, None, b"@releaseDomain", None, exact=True)
 
 
-# xenstored_domain.c: remove_domid_from_perm()
+# xenstored_domain.c: remove_domid_from_perm(), and the list_del() of
+# destroy_domain()
 def _forget_domain(store: "Store", domain: Domain) -> None:
+    """Forget *domain*: it leaves the domain list and the special nodes'
+    permissions (an owner entry passes to domain 0)."""
     for perms in store.special_perms.values():
         if perms[0][0] == domain.domid:
             perms[0][0] = 0
