@@ -2,10 +2,14 @@
 
 A message is a 16-byte header of four native-endian unsigned 32-bit
 integers (operation, request id, transaction id, payload length)
-followed by at most 4096 bytes of payload.  :class:`Packet` is one such
-message, ``bytes(packet)`` its encoding, and :class:`PacketDecoder`
-turns a stream of received bytes back into packets, whatever pieces the
-stream arrives in.
+followed by at most 4096 bytes of payload (``struct xsd_sockmsg`` in
+Xen's ``xs_wire.h``).  :class:`Packet` is one such message, ``bytes(packet)``
+its encoding, and :class:`PacketDecoder` turns a stream of received
+bytes back into packets, whatever pieces the stream arrives in.
+
+Under them sits the frame layer that everything speaking the protocol
+shares, the emulator and the test fakes included: :func:`encode_frame`
+and :class:`FrameDecoder`, which take any operation number, known or not.
 """
 
 from __future__ import annotations
@@ -13,18 +17,30 @@ from __future__ import annotations
 import enum
 import errno
 import struct
-from typing import Dict, List, NamedTuple, Optional, Union
+from typing import Dict, Generic, List, NamedTuple, Optional, Tuple, TypeVar, Union
 
 from .exceptions import InvalidOperation, InvalidPayload, UnexpectedPacket
 
-__all__ = ["Op", "Packet", "Event", "PacketDecoder", "HEADER", "PAYLOAD_MAX", "WIRE_ERRORS",
-           "join_strings", "split_strings"]
+__all__ = ["Op", "Packet", "Event", "PacketDecoder", "FrameDecoder", "Frame", "HEADER",
+           "PAYLOAD_MAX", "READ_SIZE", "WIRE_ERRORS", "client_errno", "libxenstore_errno",
+           "encode_frame", "join_strings", "split_strings"]
 
 #: The message header: operation, request id, transaction id, length.
 HEADER = struct.Struct("=IIII")
 
 #: Largest payload allowed in either direction.
 PAYLOAD_MAX = 4096
+
+#: How many bytes to ask for when reading a connection: more than any
+#: message (16 + 4096 bytes), so one read usually takes every message
+#: that is waiting.
+READ_SIZE = 65536
+
+#: One message as the frame layer sees it: operation number, request id,
+#: transaction id, payload.
+Frame = Tuple[int, int, int, bytes]
+
+_Message = TypeVar("_Message")
 
 
 class Op(enum.IntEnum):
@@ -70,6 +86,48 @@ WIRE_ERRORS: Dict[bytes, int] = {
                  "ENOSPC", "EIO", "ENOTEMPTY", "ENOSYS", "EROFS", "EBUSY",
                  "EAGAIN", "EISCONN", "E2BIG", "EPERM")
 }
+
+# The error names of ERROR replies mean different things to the two front
+# ends: each applies its own policy, and both are here to be compared.
+
+_ERRNO_OF_NAME = {name: number for number, name in errno.errorcode.items()}
+# oxenstored's non-standard name for what C xenstored calls ENOSPC.
+_ERRNO_OF_NAME["EQUOTA"] = errno.ENOSPC
+
+
+def client_errno(name: str) -> int:
+    """The error number :class:`pyxs.Client` gives an error name: any name
+    the operating system knows (:data:`errno.errorcode`), oxenstored's
+    ``EQUOTA`` as ``ENOSPC``, and ``EINVAL`` for anything else.
+
+    >>> client_errno("EQUOTA") == errno.ENOSPC
+    True
+    """
+    return _ERRNO_OF_NAME.get(name, errno.EINVAL)
+
+
+def libxenstore_errno(name: bytes) -> int:
+    """The error number libxenstore gives an error name (``get_error()``
+    in ``tools/libs/store/xs.c``), which the :mod:`xen.lowlevel.xs`
+    stand-in copies: the names of :data:`WIRE_ERRORS` only, ``EINVAL``
+    for anything else, ``EQUOTA`` included.
+
+    >>> libxenstore_errno(b"EQUOTA") == errno.EINVAL
+    True
+    """
+    return WIRE_ERRORS.get(name, errno.EINVAL)
+
+
+def encode_frame(op: int, rq_id: int, tx_id: int, payload: bytes) -> bytes:
+    """One message as it goes on the wire: the header, then *payload*.
+    Nothing is checked (a :class:`Packet` checks its operation and size
+    as it is made), so that a test or the emulator can send any
+    operation number.
+
+    >>> encode_frame(Op.READ, 7, 0, b"/vm\\x00") == bytes(Packet(Op.READ, b"/vm\\x00", 7))
+    True
+    """
+    return HEADER.pack(op, rq_id, tx_id, len(payload)) + payload
 
 
 def join_strings(*parts: bytes) -> bytes:
@@ -134,7 +192,7 @@ class Packet(NamedTuple("_Packet", [("op", Op), ("rq_id", int), ("tx_id", int),
         return tuple.__new__(cls, (op, rq_id or 0, tx_id or 0, len(payload), payload))
 
     def __bytes__(self) -> bytes:
-        return HEADER.pack(self.op, self.rq_id, self.tx_id, self.size) + self.payload
+        return encode_frame(self.op, self.rq_id, self.tx_id, self.payload)
 
     @classmethod
     def decode(cls, data: bytes) -> "Packet":
@@ -158,7 +216,63 @@ class Event(NamedTuple):
     token: str
 
 
-class PacketDecoder:
+class _FrameSplitter(Generic[_Message]):
+    """Split a byte stream into messages; subclasses say what a message
+    becomes (:meth:`_message`)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet form a whole message."""
+        return len(self._buffer)
+
+    def _message(self, op: int, rq_id: int, tx_id: int, payload: bytes) -> _Message:
+        raise NotImplementedError
+
+    def feed(self, data: bytes) -> List[_Message]:
+        """The messages that *data* completes, in order; a partial one is
+        kept for the next call.
+
+        :raises pyxs.exceptions.UnexpectedPacket: for a header announcing
+            more than :data:`PAYLOAD_MAX` bytes.
+        """
+        buffer = self._buffer
+        buffer += data
+        messages = []
+        message = self._message
+        start, end = 0, len(buffer)
+        while end - start >= HEADER.size:
+            op, rq_id, tx_id, size = HEADER.unpack_from(buffer, start)
+            if size > PAYLOAD_MAX:
+                raise UnexpectedPacket("a message header announces %d bytes of payload, "
+                                       "over the limit of %d" % (size, PAYLOAD_MAX))
+            stop = start + HEADER.size + size
+            if stop > end:
+                break
+            messages.append(message(op, rq_id, tx_id, bytes(buffer[start + HEADER.size:stop])))
+            start = stop
+        del buffer[:start]
+        return messages
+
+
+class FrameDecoder(_FrameSplitter[Frame]):
+    """Split a byte stream into raw frames, ``(op, rq_id, tx_id,
+    payload)`` with *op* a plain number, for whoever must see operations
+    that :class:`Op` does not know (a server answers them with an
+    error).  Like :class:`PacketDecoder`, it refuses a header announcing
+    more than :data:`PAYLOAD_MAX` bytes.
+
+    >>> FrameDecoder().feed(encode_frame(99, 1, 0, b"x"))
+    [(99, 1, 0, b'x')]
+    """
+
+    def _message(self, op: int, rq_id: int, tx_id: int, payload: bytes) -> Frame:
+        return op, rq_id, tx_id, payload
+
+
+class PacketDecoder(_FrameSplitter[Packet]):
     """Split a byte stream into packets.
 
     Feed it bytes as they arrive; it returns the messages completed so far
@@ -170,17 +284,8 @@ class PacketDecoder:
     .. versionadded:: 0.5.0
     """
 
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    @property
-    def pending(self) -> int:
-        """Bytes received that do not yet form a whole message."""
-        return len(self._buffer)
-
     def feed(self, data: bytes) -> List[Packet]:
-        buffer = self._buffer
-        if not buffer and len(data) >= _HEADER_SIZE:
+        if not self._buffer and len(data) >= _HEADER_SIZE:
             # The usual case, one whole reply and nothing left over, is
             # decoded without copying through the buffer.
             op, rq_id, tx_id, size = _unpack_header(data)
@@ -189,23 +294,11 @@ class PacketDecoder:
                 if known is not None:
                     return [_new_tuple(Packet, (known, rq_id, tx_id, size,
                                                 data[_HEADER_SIZE:]))]
-        buffer += data
-        packets = []
-        start, end = 0, len(buffer)
-        while end - start >= HEADER.size:
-            op, rq_id, tx_id, size = HEADER.unpack_from(buffer, start)
-            if size > PAYLOAD_MAX:
-                raise UnexpectedPacket("a message header announces %d bytes of payload, "
-                                       "over the limit of %d" % (size, PAYLOAD_MAX))
-            stop = start + HEADER.size + size
-            if stop > end:
-                break
-            try:
-                op = _OPS[op]
-            except KeyError:
-                raise UnexpectedPacket("a message of unknown type %d" % op) from None
-            payload = bytes(buffer[start + HEADER.size:stop])
-            packets.append(tuple.__new__(Packet, (op, rq_id, tx_id, size, payload)))
-            start = stop
-        del buffer[:start]
-        return packets
+        return super().feed(data)
+
+    def _message(self, op: int, rq_id: int, tx_id: int, payload: bytes) -> Packet:
+        try:
+            known = _OPS[op]
+        except KeyError:
+            raise UnexpectedPacket("a message of unknown type %d" % op) from None
+        return _new_tuple(Packet, (known, rq_id, tx_id, len(payload), payload))

@@ -9,12 +9,12 @@ wire, so a request is fully checked before any of it is sent.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import warnings
 from typing import Iterable, List, Sequence, Union
 
+from ._internal import client_errno
 from .exceptions import InvalidPath, InvalidPayload, InvalidPermission, PyXSError
 
 __all__ = ["error", "validate_path", "validate_watch_path", "validate_perms"]
@@ -62,12 +62,8 @@ def error(code: Union[int, str, bytes]) -> PyXSError:
     if isinstance(code, bytes):
         code = code.decode("ascii", "replace")
     if isinstance(code, str):
-        code = _ERROR_NAMES.get(code, errno.EINVAL)
+        code = client_errno(code)
     return PyXSError(code, os.strerror(code))
-
-
-_ERROR_NAMES = {name: number for number, name in errno.errorcode.items()}
-_ERROR_NAMES["EQUOTA"] = errno.ENOSPC
 
 
 def to_bytes(text: object, what: str) -> bytes:
