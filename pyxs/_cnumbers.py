@@ -1,9 +1,11 @@
-"""C's string-to-number functions, for the two places pyxs must read
-numbers exactly as Xen's C code does: the :mod:`xen.lowlevel.xs`
-compatibility shim (transaction handles, permissions, watch tokens) and
-the emulator in :mod:`pyxs.testing` (request arguments)."""
+"""C's numbers: its string-to-number functions, its fixed-width integers
+and libxenstore's permission letters, for the two places pyxs must read
+and write numbers exactly as Xen's C code does: the
+:mod:`xen.lowlevel.xs` compatibility shim (transaction handles,
+permissions, watch tokens) and the emulator in :mod:`pyxs.testing`
+(request arguments)."""
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 #: The characters C's ``isspace`` accepts.
 C_SPACE = b" \t\n\v\f\r"
@@ -61,7 +63,17 @@ def signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-_PERM_ACCESS = {b"n": 0, b"r": 1, b"w": 2, b"b": 3}
+def u32(value: int) -> int:
+    """*value* stored in a C ``uint32_t``, the width of every number in a
+    message header."""
+    return value & 0xFFFFFFFF
+
+
+#: The letter of each permission, by its access bits (1 read, 2 write),
+#: as ``xs_perm_to_string`` in ``tools/libs/store/xs.c`` writes it.
+PERM_LETTERS: Dict[int, bytes] = {0: b"n", 1: b"r", 2: b"w", 3: b"b"}
+
+_PERM_ACCESS = {letter: access for access, letter in PERM_LETTERS.items()}
 
 
 def parse_perm(entry: bytes) -> Optional[Tuple[int, int]]:

@@ -13,9 +13,9 @@ import errno
 import os
 import select
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
-from ._internal import HEADER, PAYLOAD_MAX, WIRE_ERRORS
+from ._internal import HEADER, PAYLOAD_MAX, READ_SIZE, WIRE_ERRORS
 from .exceptions import ConnectionError, Timeout
 
 __all__ = ["UnixSocketConnection", "XenBusConnection", "FileDescriptorConnection",
@@ -23,10 +23,6 @@ __all__ = ["UnixSocketConnection", "XenBusConnection", "FileDescriptorConnection
 
 #: Seconds a call may wait for XenStore when no timeout is given.
 DEFAULT_TIMEOUT = 30.0
-
-# Larger than any message (16 + 4096 bytes), so one read usually takes
-# every reply that is waiting.
-_READ_SIZE = 65536
 
 
 class MessageRefused(Exception):
@@ -70,6 +66,17 @@ def default_xenbus_path() -> str:
     if system == "Linux" and not os.path.exists("/dev/xen/xenbus"):
         return "/proc/xen/xenbus"
     return "/dev/xen/xenbus"
+
+
+def wakeup_pipe() -> Tuple[int, int]:
+    """A self-pipe, ``(read end, write end)``, both ends non-blocking (and,
+    as :func:`os.pipe` makes them, not inherited by child processes): a
+    byte written to it wakes a thread that polls the read end along with
+    a connection."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    return read_end, write_end
 
 
 class FileDescriptorConnection:
@@ -164,7 +171,7 @@ class FileDescriptorConnection:
         """
         fd = self.fileno()
         try:
-            data = os.read(fd, _READ_SIZE)
+            data = os.read(fd, READ_SIZE)
         except BlockingIOError:
             return b""
         except OSError as e:
