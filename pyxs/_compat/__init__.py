@@ -37,25 +37,36 @@ cannot tell the difference:
 
 What cannot be the same is described in the documentation page
 ``docs/compat.rst``.
+
+The handle talks to XenStore through a :class:`pyxs._channel.Channel` of
+its own, which hands back reply packets; this module applies
+libxenstore's reading of them (:func:`pyxs._internal.libxenstore_errno`).
+How the C argument parser checks arguments is in :mod:`._cargs`, the
+descriptor behind :meth:`xs.fileno` in :mod:`._readiness`.  The C
+extension this copies is ``tools/python/xen/lowlevel/xs/xs.c`` in Xen's
+sources, over libxenstore (``tools/libs/store/xs.c``).
 """
+
 
 import errno
 import functools
-import operator
 import os
-import select
 import stat
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union,
+                    overload)
 
-from ._cnumbers import ULONG_MAX, parse_perm, signed, strtol, strtoul
-from ._internal import PAYLOAD_MAX, WIRE_ERRORS, Op, Packet, join_strings
-from .client import Client
-from .connection import (FileDescriptorConnection, UnixSocketConnection,
-                         XenBusConnection, default_socket_path, default_xenbus_path)
-from .exceptions import ConnectionError, InvalidPayload, PyXSError, Timeout
+from .._channel import Channel
+from .._cnumbers import PERM_LETTERS, ULONG_MAX, parse_perm, signed, strtol, strtoul, u32
+from .._internal import PAYLOAD_MAX, Op, join_strings, libxenstore_errno, split_strings
+from ..connection import (FileDescriptorConnection, UnixSocketConnection,
+                          XenBusConnection, default_socket_path, default_xenbus_path)
+from ..exceptions import ConnectionError, InvalidPayload, PyXSError, Timeout
+from ._cargs import (MISSING, c_data, c_int, c_long, c_str, exactly, keywords, no_arguments,
+                     refuse_keywords)
+from ._readiness import Readiness
 
 __all__ = ["xs", "Error"]
 
@@ -67,6 +78,9 @@ Permission = Dict[str, int]
 
 #: A transaction handle: a hexadecimal string, ``""`` for none.
 Handle = Union[str, int]
+
+# The error numbers for which some methods answer None instead of raising.
+_ABSENT = (errno.ENOENT,)
 
 
 class Error(RuntimeError):
@@ -82,13 +96,6 @@ def _error(code: int) -> Error:
     return Error(code, os.strerror(code))
 
 
-def _errno_of_reply(payload: bytes) -> int:
-    """The error number libxenstore gives for an ERROR reply: EINVAL for a
-    name the protocol does not define (oxenstored's ``EQUOTA``, say),
-    where :class:`pyxs.Client` reads ``EQUOTA`` as ``ENOSPC``."""
-    return WIRE_ERRORS.get(payload.split(b"\0", 1)[0], errno.EINVAL)
-
-
 def _errno_of_failure(failure: ConnectionError) -> int:
     """The error number for a failed connection: the operating system's
     when there is one, EBADF (libxenstore's choice for a connection the
@@ -102,182 +109,79 @@ def _errno_of_failure(failure: ConnectionError) -> int:
     return errno.EBADF
 
 
-# ----------------------------------------------------------------------
-# How the C argument parser (PyArg_ParseTuple and friends) sees values.
-# The messages are CPython 3.11's, word for word, so that programs and
-# tests that look at them see no difference.
-
-_MISSING = object()
-_IMMUTABLETYPE = 1 << 8
-_HEAPTYPE = 1 << 9
+def _reply_string(payload: bytes) -> bytes:
+    """A reply read as libxenstore reads a single string: up to the first
+    NUL, all of it if there is none."""
+    return payload.split(b"\0", 1)[0]
 
 
-def _tp_name(kind: type) -> str:
-    """The C-level name of a type (``tp_name``), which error messages of
-    the C argument parser print.  Classes made by a ``class`` statement
-    go by their bare name; types written in C carry their module in it
-    (``collections.OrderedDict``, ``array.array``), unless they are
-    built-ins."""
-    python_class = kind.__flags__ & _HEAPTYPE and not kind.__flags__ & _IMMUTABLETYPE
-    if python_class or kind.__module__ == "builtins":
-        return kind.__name__
-    return "%s.%s" % (kind.__module__, kind.__name__)
+# The C method calling conventions.  CPython checks some arguments before
+# the C function runs; the extension's functions then check the handle
+# (xshandle() in xs.c) before parsing their arguments.
 
-
-def _arg_type_name(value: object) -> str:
-    """How a refused argument's type is named in "must be X, not Y"."""
-    return "None" if value is None else _tp_name(type(value))
-
-
-def _c_str(value: object, position: int) -> bytes:
-    """Convert an argument as the ``s`` format does: a str without NUL,
-    encoded as UTF-8."""
-    if not isinstance(value, str):
-        raise TypeError("argument %d must be str, not %s" % (position, _arg_type_name(value)))
-    raw = value.encode("utf-8")
-    if b"\0" in raw:
-        raise ValueError("embedded null character")
-    return raw
-
-
-def _c_data(value: object, position: int) -> bytes:
-    """Convert an argument as the ``s#`` format does: a str (as UTF-8,
-    NULs allowed) or an immutable bytes object."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, bytes):
-        return bytes(value)
-    try:
-        memoryview(value)  # type: ignore[arg-type]
-        has_buffer = True
-    except TypeError:
-        has_buffer = False
-    if not has_buffer:
-        raise TypeError("a bytes-like object is required, not '%s'" % _tp_name(type(value)))
-    # Buffers that must be released after use (bytearray, memoryview,
-    # array, ...) are refused: the C code could not hold on to them.
-    raise TypeError("argument %d must be read-only bytes-like object, not %s"
-                    % (position, _arg_type_name(value)))
-
-
-def _c_long(value: object) -> int:
-    """Convert an argument as the ``l`` format does (a C long)."""
-    number = _index(value)
-    if not -(1 << 63) <= number < (1 << 63):
-        raise OverflowError("Python int too large to convert to C long")
-    return number
-
-
-def _c_int(value: object) -> int:
-    """Convert an argument as the ``i`` format does (a C int)."""
-    number = _c_long(value)
-    if number > 0x7FFFFFFF:
-        raise OverflowError("signed integer is greater than maximum")
-    if number < -0x80000000:
-        raise OverflowError("signed integer is less than minimum")
-    return number
-
-
-def _index(value: object) -> int:
-    # operator.index() words its TypeError exactly as the C code does.
-    return operator.index(value)  # type: ignore[arg-type]
-
-
-def _exactly(args: Tuple[object, ...], count: int) -> None:
-    """The argument count check of ``PyArg_ParseTuple``."""
-    if len(args) != count:
-        raise TypeError("function takes exactly %d argument%s (%d given)"
-                        % (count, "" if count == 1 else "s", len(args)))
-
-
-def _keywords(args: Tuple[object, ...], kwargs: Dict[Any, Any],
-              names: Sequence[str], required: int,
-              converters: Sequence[Callable[[object, int], object]]) -> List[object]:
-    """Parse arguments as ``PyArg_ParseTupleAndKeywords`` does, checks in
-    the same order; missing optional arguments come back as ``_MISSING``.
-    *kwargs* is read with plain dict operations, as the C code reads it,
-    whatever the dict's class overrides."""
-    total, size = len(args) + dict.__len__(kwargs), len(names)
-    if total > size:
-        raise TypeError("function takes at most %d %sargument%s (%d given)"
-                        % (size, "" if args else "keyword ", "" if size == 1 else "s", total))
-    values: List[object] = [_MISSING] * size
-    left = dict.__len__(kwargs)
-    for i, name in enumerate(names):
-        if i < len(args):
-            value = args[i]
-        elif left:
-            value = dict.get(kwargs, name, _MISSING)
-            if value is not _MISSING:
-                left -= 1
-        else:
-            value = _MISSING
-        if value is not _MISSING:
-            values[i] = converters[i](value, i + 1)
-            continue
-        if i < required:
-            raise TypeError("function missing required argument '%s' (pos %d)" % (name, i + 1))
-        if not left:
-            return values
-    if left:
-        for i in range(len(args)):
-            if dict.__contains__(kwargs, names[i]):
-                raise TypeError("argument for function given by name ('%s') and position (%d)"
-                                % (names[i], i + 1))
-        for key in dict.keys(kwargs):
-            if not isinstance(key, str):
-                raise TypeError("keywords must be strings")
-            if key not in names:
-                raise TypeError("'%s' is an invalid keyword argument for this function" % key)
-    return values
-
-
-def _varargs(method: F) -> F:
-    """Give *method* the calling convention of a C method that takes
-    positional arguments only: keywords are refused before anything else,
-    then a closed handle, then the method checks its arguments."""
-    name = method.__name__
-    # Its positional parameters, read from the code object rather than
-    # with inspect.signature: importing inspect would double pyxs's import time.
-    count = method.__code__.co_argcount - 1  # Not counting self.
+def _c_method(method: F, check_call: Callable[[Tuple[object, ...], Dict[str, object]], None],
+              parse: Callable[[Tuple[object, ...]], None]) -> F:
+    """Give *method* a C method's order of checks: *check_call* (CPython's
+    checks of the call), the handle, *parse* (the function's own), then
+    the method; last, whatever happened, the :meth:`xs.fileno`
+    descriptor is brought up to date."""
 
     @functools.wraps(method)
     def wrapper(self: "xs", *args: object, **kwargs: object) -> Any:
-        if kwargs:
-            raise TypeError("%s() takes no keyword arguments" % name)
-        self._handle()
-        _exactly(args, count)
+        check_call(args, kwargs)
+        self._require_open()
+        parse(args)
         try:
-            return method(self, *args)
+            return method(self, *args, **kwargs)
         finally:
             self._sync()
     return wrapper  # type: ignore[return-value]
+
+
+def _unchecked(*args: object) -> None:
+    pass
 
 
 def _noargs(method: F) -> F:
-    """Give *method* the calling convention of a C method that takes no
-    arguments."""
+    """A ``METH_NOARGS`` method."""
+    name = "xs." + method.__name__
+
+    def check_call(args: Tuple[object, ...], kwargs: Dict[str, object]) -> None:
+        refuse_keywords(name, kwargs)
+        no_arguments(name, args)
+    return _c_method(method, check_call, _unchecked)
+
+
+def _varargs(method: F) -> F:
+    """A ``METH_VARARGS`` method whose C function takes as many
+    positional arguments as *method* (``PyArg_ParseTuple``); *method*
+    converts them itself, in order."""
     name = method.__name__
-
-    @functools.wraps(method)
-    def wrapper(self: "xs", *args: object, **kwargs: object) -> Any:
-        if kwargs:
-            raise TypeError("xs.%s() takes no keyword arguments" % name)
-        if args:
-            raise TypeError("xs.%s() takes no arguments (%d given)" % (name, len(args)))
-        self._handle()
-        try:
-            return method(self)
-        finally:
-            self._sync()
-    return wrapper  # type: ignore[return-value]
+    # Read from the code object rather than with inspect.signature:
+    # importing inspect would double pyxs's import time.
+    count = method.__code__.co_argcount - 1  # Not counting self.
+    return _c_method(method, lambda args, kwargs: refuse_keywords(name, kwargs),
+                     lambda args: exactly(args, count))
 
 
-def _handle_number(transaction: object) -> int:
+def _varkwargs(method: F) -> F:
+    """A ``METH_VARARGS | METH_KEYWORDS`` method: *method* parses its
+    arguments itself (``PyArg_ParseTupleAndKeywords``, see
+    :func:`._cargs.keywords`)."""
+    return _c_method(method, _unchecked, _unchecked)
+
+
+def _transaction_id(transaction: object, position: int) -> int:
     """The transaction id a handle stands for, as the C code reads it."""
     if type(transaction) is int and transaction == 0:
         return 0  # pyxs's one extension: old documentation passes 0.
-    return strtoul(_c_str(transaction, 1), 16) & 0xFFFFFFFF
+    return u32(strtoul(c_str(transaction, position), 16))
+
+
+def _node_args(transaction: object, path: object) -> Tuple[int, bytes]:
+    """The ``(transaction, path)`` arguments the node methods open with,
+    as ``(transaction id, path bytes)``."""
+    return _transaction_id(transaction, 1), c_str(path, 2)
 
 
 def _wire_token(token: object) -> bytes:
@@ -290,7 +194,7 @@ def _parse_permissions(reply: bytes) -> List[Permission]:
     """Turn a GET_PERMS reply into dicts, as libxenstore and the
     extension do (``Error(EINVAL)`` for a malformed entry)."""
     result = []
-    for entry in reply.split(b"\0")[:reply.count(b"\0")]:
+    for entry in split_strings(reply):
         perm = parse_perm(entry)
         if perm is None:
             raise _error(errno.EINVAL)
@@ -299,93 +203,7 @@ def _parse_permissions(reply: bytes) -> List[Permission]:
     return result
 
 
-# ----------------------------------------------------------------------
-# The descriptor behind fileno().
-#
-# The C extension's fileno() is a pipe that libxenstore writes to when a
-# watch event is queued; a reader thread of libxenstore's own queues the
-# events as they arrive.  pyxs reads a connection with watches in a
-# thread of its own too (the channel's drainer), but only while no call
-# is reading it.  The descriptor handed out here is an epoll (Linux) or
-# kqueue (BSD) instance watching two things at once:
-#
-# * the connection itself, readable as soon as XenStore sends anything;
-# * a pipe that holds one byte while events wait in the queue: the
-#   channel sets it as it queues an event, and every method of xs brings
-#   it up to date before returning.
-#
-# Either makes the instance readable, so "readable" means exactly "an
-# event is queued or on its way".  The one difference: readiness may also
-# come from a reply that another thread of the same handle is about to
-# read; a check_watch() then simply returns None.
-
-
-class _Readiness:
-    """A pollable descriptor for "watch events are waiting"."""
-
-    def __init__(self, connection_fd: Optional[int]) -> None:
-        self._lock = threading.Lock()
-        self._flagged = False
-        self._flag_r, self._flag_w = os.pipe()
-        for fd in (self._flag_r, self._flag_w):
-            os.set_blocking(fd, False)
-        try:
-            fds = [self._flag_r] + ([connection_fd] if connection_fd is not None else [])
-            self._connection_fd = connection_fd
-            if hasattr(select, "epoll"):
-                self._poller: Any = select.epoll()
-                for fd in fds:
-                    self._poller.register(fd, select.EPOLLIN)
-            elif hasattr(select, "kqueue"):
-                self._poller = select.kqueue()
-                # (Linux's typeshed has no kqueue: these lines run on BSD.)
-                self._poller.control([select.kevent(fd, select.KQ_FILTER_READ,  # type: ignore[attr-defined]
-                                                    select.KQ_EV_ADD)  # type: ignore[attr-defined]
-                                      for fd in fds], 0)
-            else:
-                raise OSError(errno.ENOSYS, "neither epoll nor kqueue is available")
-        except BaseException:
-            os.close(self._flag_r)
-            os.close(self._flag_w)
-            raise
-
-    def fileno(self) -> int:
-        fd: int = self._poller.fileno()
-        return fd
-
-    def update(self, pending: Callable[[], bool]) -> None:
-        """Make the flag pipe readable exactly while ``pending()`` is
-        true (asked with the lock held, so that the last update wins)."""
-        with self._lock:
-            if pending():
-                if not self._flagged:
-                    os.write(self._flag_w, b"!")
-                    self._flagged = True
-            elif self._flagged:
-                os.read(self._flag_r, 1)
-                self._flagged = False
-
-    def forget_connection(self) -> None:
-        """Stop watching the connection (it is closed or failed)."""
-        fd, self._connection_fd = self._connection_fd, None
-        if fd is None:
-            return
-        try:
-            if hasattr(select, "epoll") and isinstance(self._poller, select.epoll):
-                self._poller.unregister(fd)
-            else:
-                self._poller.control([select.kevent(fd, select.KQ_FILTER_READ,  # type: ignore[attr-defined]
-                                                    select.KQ_EV_DELETE)], 0)  # type: ignore[attr-defined]
-        except (OSError, ValueError):
-            pass  # Closing the descriptor has already removed it.
-
-    def close(self) -> None:
-        self._poller.close()
-        os.close(self._flag_r)
-        os.close(self._flag_w)
-
-
-def _open_client() -> Client:
+def _open_channel() -> Channel:
     """Connect as libxenstore's ``xs_open(0)`` does: the daemon's socket
     path first (a socket if it is one, else opened like a device), then
     the XenBus device.
@@ -401,14 +219,14 @@ def _open_client() -> Client:
             continue
         connection: FileDescriptorConnection = (
             UnixSocketConnection(path) if is_socket else XenBusConnection(path))
-        client = Client(connection=connection)
+        channel = Channel(connection)
         try:
-            client.connect()
+            channel.connect()
         except ConnectionError as e:
             code = _errno_of_failure(e)
-            client.close()
+            channel.close()
             continue
-        return client
+        return channel
     raise _error(code)
 
 
@@ -431,38 +249,39 @@ class xs:  # noqa: N801 - the C extension's name
         does this class, with the :exc:`TypeError` as the cause.)
     """
 
-    __slots__ = ("_client", "_generation", "_lock", "_tokens", "_dead", "_readiness",
+    __slots__ = ("_channel", "_generation", "_lock", "_tokens", "_failed", "_readiness",
                  "__weakref__")
-    _client: Optional[Client]  # None: closed (or never opened).
+    _channel: Optional[Channel]  # None: closed (or never opened).
     _generation: int
     _lock: threading.Lock
     # The watch tokens, in the C extension's layout: a list whose free
     # slots hold None, searched by identity.
     _tokens: List[object]
-    _dead: bool
-    _readiness: Optional[_Readiness]
+    # The connection failed: the handle stays broken, as libxenstore's.
+    _failed: bool
+    _readiness: Optional[Readiness]
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         # The C type cannot be subclassed either.
         raise TypeError("type 'pyxs._compat.xs' is not an acceptable base type")
 
     def __new__(cls, *args: object, **kwargs: object) -> "xs":
+        # Ready for __del__ even when __init__ fails, as the C object is.
         self = super().__new__(cls)
-        self._client = None
+        self._channel = None
         self._generation = 0
         self._lock = threading.Lock()
         self._tokens = []
-        self._dead = False
+        self._failed = False
         self._readiness = None
         return self
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         try:
-            _keywords(args, kwargs, ("readonly",), 0, (lambda v, i: _c_int(v),))
+            keywords(args, kwargs, ("readonly",), 0, (c_int,))
         except (TypeError, OverflowError) as e:
             raise SystemError("%r returned a result with an exception set" % (Error,)) from e
-        client = _open_client()
-        channel = client._channel
+        channel = _open_channel()
         self._generation = channel.generation
         # Like libxenstore, a handle does not outlive its connection.
         channel.restore_watches = False
@@ -474,77 +293,105 @@ class xs:  # noqa: N801 - the C extension's name
             if this is not None and this._readiness is not None:
                 this._readiness.update(lambda: True)
         channel.on_event = event_queued
-        self._client = client
+        self._channel = channel
 
     def __del__(self) -> None:
         try:
-            if self._client is not None:
-                self._shut()
+            if self._channel is not None:
+                self._close()
         except Exception:
             pass  # Nothing useful can be done while being collected.
 
     # Plumbing.
 
-    def _handle(self) -> Client:
-        """The client, or ``Error(EINVAL)`` once the handle is closed."""
-        client = self._client
-        if client is None:
+    def _require_open(self) -> Channel:
+        """The channel, or ``Error(EINVAL)`` once the handle is closed."""
+        channel = self._channel
+        if channel is None:
             raise _error(errno.EINVAL)
-        return client
+        return channel
 
     def _sync(self) -> None:
         """Bring the fileno() descriptor up to date with the event queue
         (every public method does this last)."""
-        readiness, client = self._readiness, self._client
-        if readiness is not None and client is not None:
-            events = client._channel.events
+        readiness, channel = self._readiness, self._channel
+        if readiness is not None and channel is not None:
+            events = channel.events
             readiness.update(lambda: bool(events))
 
-    def _die(self) -> None:
+    def _fail(self) -> None:
         """The connection failed: it will not be used again."""
-        self._dead = True
+        self._failed = True
         if self._readiness is not None:
             self._readiness.forget_connection()
 
-    def _request(self, op: Op, payload: bytes, tx_id: int = 0) -> bytes:
-        """Send one request and return the reply's payload.
+    def _close(self) -> None:
+        channel, self._channel = self._channel, None
+        with self._lock:
+            self._tokens[:] = [None] * len(self._tokens)
+        if channel is not None:
+            channel.close()
+        if self._readiness is not None:
+            self._readiness.close()
+            self._readiness = None
+
+    @overload
+    def _request(self, op: Op, payload: bytes, tx_id: int = 0) -> bytes: ...
+
+    @overload
+    def _request(self, op: Op, payload: bytes, tx_id: int = 0, *,
+                 none_on: Tuple[int, ...]) -> Optional[bytes]: ...
+
+    def _request(self, op: Op, payload: bytes, tx_id: int = 0, *,
+                 none_on: Tuple[int, ...] = ()) -> Optional[bytes]:
+        """Send one request and return the reply's payload, or None when
+        it fails with an error number in *none_on*.
 
         :raises Error: for an error reply, a request too large (E2BIG) or
             a failed connection.
         """
+        reply = self._exchange(op, payload, tx_id)
+        if isinstance(reply, bytes):
+            return reply
+        if reply in none_on:
+            return None
+        raise _error(reply)
+
+    def _exchange(self, op: Op, payload: bytes, tx_id: int) -> Union[bytes, int]:
+        """Send one request: the reply's payload, or the error number of
+        the failure.  (Numbers rather than exceptions, so that the
+        library's exceptions do not linger as ``__context__`` of ours.)"""
         if len(payload) > PAYLOAD_MAX:
-            raise _error(errno.E2BIG)
-        if self._dead:
-            raise _error(errno.EBADF)
-        channel = self._handle()._channel
+            return errno.E2BIG
+        if self._failed:
+            return errno.EBADF
+        channel = self._channel
+        if channel is None:
+            return errno.EINVAL
         slot = None
-        # (Errors are raised outside the except clauses, so that the
-        # library's exceptions do not linger as __context__.)
         try:
             # Pinned to the first connection: should it fail, the channel
             # must not quietly open another one for this handle.
             slot = channel.submit([(op, payload)], tx_id, self._generation)[0]
             return channel.result(slot)
         except InvalidPayload:
-            code = errno.E2BIG
+            return errno.E2BIG
         except ConnectionError as e:
-            self._die()
-            code = _errno_of_failure(e)
+            self._fail()
+            return _errno_of_failure(e)
         except PyXSError as e:
-            reply: Optional[Packet] = slot.reply if slot is not None else None
+            reply = slot.reply if slot is not None else None
             if reply is not None and reply.op is Op.ERROR:
-                code = _errno_of_reply(reply.payload)
-            else:
-                code = e.errno or errno.EINVAL
-        raise _error(code)
+                return libxenstore_errno(_reply_string(reply.payload))
+            return e.errno or errno.EINVAL
 
-    def _next_event(self, timeout: Optional[float]) -> Optional[Packet]:
-        """Take the next queued or arriving event, waiting up to *timeout*
-        seconds (for ever when None); ``Error(EINVAL)`` when the
-        connection is gone and nothing is queued, as in libxenstore."""
-        client = self._handle()
-        channel = client._channel
-        if self._dead and not channel.events:
+    def _next_event(self, timeout: Optional[float]) -> Optional[Tuple[bytes, bytes]]:
+        """Take the next queued or arriving event, ``(path, token)``,
+        waiting up to *timeout* seconds (for ever when None);
+        ``Error(EINVAL)`` when the connection is gone and nothing is
+        queued, as in libxenstore."""
+        channel = self._require_open()
+        if self._failed and not channel.events:
             raise _error(errno.EINVAL)
         try:
             packet = channel.next_event(timeout)
@@ -553,24 +400,28 @@ class xs:  # noqa: N801 - the C extension's name
                 # header and payload separately), waking select() on
                 # fileno().  As libxenstore does when it must not block,
                 # finish reading a message once it has started.
-                deadline = time.monotonic() + client.connection.timeout
+                deadline = time.monotonic() + channel.connection.timeout
                 while (packet is None and channel._decoder.pending
                        and time.monotonic() < deadline):
                     packet = channel.next_event(0.01)
-            return packet
+            if packet is None:
+                return None
+            # (The channel has checked that an event holds two strings.)
+            path, token = split_strings(packet.payload)[:2]
+            return path, token
         except ConnectionError:
-            self._die()
+            self._fail()
         raise _error(errno.EINVAL)
 
-    def _match(self, packet: Packet) -> Tuple[str, object]:
+    def _match(self, event: Tuple[bytes, bytes]) -> Tuple[str, object]:
         """Find the token object of an event.
 
         :raises Error: EINVAL when the token is not a number, EAGAIN when
             it belongs to no current watch (an event still in flight for a
             watch that has been removed).
         """
-        path, token = packet.payload.split(b"\0")[:2]
-        value, end = strtol(token, 0)  # sscanf("%li")
+        path, token = event
+        value, end = strtol(token, 0)  # sscanf("%li") in xs.c's xspy_read_watch
         if not end:
             raise _error(errno.EINVAL)
         address = value & ULONG_MAX
@@ -587,16 +438,6 @@ class xs:  # noqa: N801 - the C extension's name
                     self._tokens[i] = None
                     return
 
-    def _shut(self) -> None:
-        client, self._client = self._client, None
-        with self._lock:
-            self._tokens[:] = [None] * len(self._tokens)
-        if client is not None:
-            client.close()
-        if self._readiness is not None:
-            self._readiness.close()
-            self._readiness = None
-
     # Nodes.
 
     @_varargs
@@ -609,14 +450,8 @@ class xs:  # noqa: N801 - the C extension's name
             ``ENOENT`` (the node, or the transaction, does not exist).
         :raises Error: for any other failure.
         """
-        tx_id = _handle_number(transaction)
-        raw = _c_str(path, 2)
-        try:
-            return self._request(Op.READ, raw + b"\0", tx_id)
-        except Error as e:
-            if e.args[0] == errno.ENOENT:
-                return None
-            raise
+        tx_id, raw = _node_args(transaction, path)
+        return self._request(Op.READ, join_strings(raw), tx_id, none_on=_ABSENT)
 
     @_varargs
     def write(self, transaction: Handle, path: str, data: Union[str, bytes], /) -> None:
@@ -628,10 +463,9 @@ class xs:  # noqa: N801 - the C extension's name
         :raises Error: when XenStore refuses (``E2BIG`` when the request
             is over XenStore's size limit).
         """
-        tx_id = _handle_number(transaction)
-        raw = _c_str(path, 2)
-        value = _c_data(data, 3)
-        self._request(Op.WRITE, raw + b"\0" + value, tx_id)
+        tx_id, raw = _node_args(transaction, path)
+        value = c_data(data, 3)
+        self._request(Op.WRITE, join_strings(raw) + value, tx_id)
 
     @_varargs
     def ls(self, transaction: Handle, path: str, /) -> Optional[List[str]]:
@@ -644,41 +478,35 @@ class xs:  # noqa: N801 - the C extension's name
             ``ENOENT``.
         :raises Error: for any other failure.
         """
-        tx_id = _handle_number(transaction)
-        raw = _c_str(path, 2)
+        tx_id, raw = _node_args(transaction, path)
+        # ENOENT may come from any of the requests of a listing in parts.
         try:
             listing = self._list(raw, tx_id)
         except Error as e:
-            if e.args[0] == errno.ENOENT:
+            if e.args[0] in _ABSENT:
                 return None
             raise
-        return [name.decode("utf-8") for name in listing.split(b"\0")[:listing.count(b"\0")]]
+        return [name.decode("utf-8") for name in split_strings(listing)]
 
     def _list(self, raw_path: bytes, tx_id: int) -> bytes:
-        try:
-            return self._request(Op.DIRECTORY, raw_path + b"\0", tx_id)
-        except Error as e:
-            if e.args[0] != errno.E2BIG:
-                raise
-        return self._list_in_parts(raw_path, tx_id)
+        listing = self._request(Op.DIRECTORY, join_strings(raw_path), tx_id,
+                                none_on=(errno.E2BIG,))
+        return self._list_in_parts(raw_path, tx_id) if listing is None else listing
 
     def _list_in_parts(self, raw_path: bytes, tx_id: int) -> bytes:
-        # libxenstore's algorithm: ask from byte offset `offset` of the
-        # listing; each part starts with the directory's generation, and
-        # the whole listing ends with an extra NUL.  A generation that
-        # changes between parts means the directory changed: start over.
+        # libxenstore's algorithm (xs_directory_part() in xs.c), which
+        # pyxs.Client._list_in_parts does its own way: ask from byte
+        # offset `offset` of the listing; each part starts with the
+        # directory's generation, and the whole listing ends with an extra
+        # NUL.  A generation that changes between parts means the
+        # directory changed: start over.
         names, offset, generation = b"", 0, b""
         while True:
-            try:
-                part = self._request(Op.DIRECTORY_PART,
-                                     raw_path + b"\0" + b"%d\0" % offset, tx_id)
-            except Error as e:
-                if e.args[0] != errno.ENOSYS:
-                    raise
-                part = None  # No paging in this daemon: the list is too long.
+            part = self._request(Op.DIRECTORY_PART, join_strings(raw_path, b"%d" % offset),
+                                 tx_id, none_on=(errno.ENOSYS,))
             if part is None:
-                raise _error(errno.E2BIG)
-            head = part.split(b"\0", 1)[0]
+                raise _error(errno.E2BIG)  # No paging in this daemon: the list is too long.
+            head = _reply_string(part)
             if offset:
                 if head != generation:
                     names, offset = b"", 0
@@ -700,8 +528,8 @@ class xs:  # noqa: N801 - the C extension's name
         :param path: the node.
         :raises Error: when XenStore refuses.
         """
-        tx_id = _handle_number(transaction)
-        self._request(Op.MKDIR, _c_str(path, 2) + b"\0", tx_id)
+        tx_id, raw = _node_args(transaction, path)
+        self._request(Op.MKDIR, join_strings(raw), tx_id)
 
     @_varargs
     def rm(self, transaction: Handle, path: str, /) -> None:
@@ -712,12 +540,8 @@ class xs:  # noqa: N801 - the C extension's name
         :param path: the node.
         :raises Error: for any failure but ``ENOENT``.
         """
-        tx_id = _handle_number(transaction)
-        try:
-            self._request(Op.RM, _c_str(path, 2) + b"\0", tx_id)
-        except Error as e:
-            if e.args[0] != errno.ENOENT:
-                raise
+        tx_id, raw = _node_args(transaction, path)
+        self._request(Op.RM, join_strings(raw), tx_id, none_on=_ABSENT)
 
     @_varargs
     def get_permissions(self, transaction: Handle, path: str, /) -> List[Permission]:
@@ -730,9 +554,8 @@ class xs:  # noqa: N801 - the C extension's name
         :param path: the node.
         :raises Error: for any failure, ``ENOENT`` included.
         """
-        tx_id = _handle_number(transaction)
-        raw = _c_str(path, 2)
-        return _parse_permissions(self._request(Op.GET_PERMS, raw + b"\0", tx_id))
+        tx_id, raw = _node_args(transaction, path)
+        return _parse_permissions(self._request(Op.GET_PERMS, join_strings(raw), tx_id))
 
     @_varargs
     def set_permissions(self, transaction: Handle, path: str,
@@ -756,8 +579,7 @@ class xs:  # noqa: N801 - the C extension's name
         :raises SystemError: for an entry that is not a dict (the C
             extension's parser reports it that way).
         """
-        tx_id = _handle_number(transaction)
-        raw = _c_str(path, 2)
+        tx_id, raw = _node_args(transaction, path)
         if not isinstance(perms, list):
             raise _error(errno.EINVAL)
         entries: List[Tuple[int, int]] = []
@@ -765,15 +587,14 @@ class xs:  # noqa: N801 - the C extension's name
             entry = list.__getitem__(perms, i)
             if not isinstance(entry, dict):
                 raise SystemError("bad argument to internal function")
-            dom, read, write = _keywords((), entry, ("dom", "read", "write"), 1,
-                                         [lambda v, i: _c_int(v)] * 3)
-            access = ((1 if read is not _MISSING and read else 0)
-                      | (2 if write is not _MISSING and write else 0))
-            entries.append((dom, access))  # type: ignore[arg-type]
+            dom, read, write = keywords((), entry, ("dom", "read", "write"), 1, [c_int] * 3)
+            access = ((1 if read is not MISSING and read else 0)
+                      | (2 if write is not MISSING and write else 0))
+            entries.append((dom, access))
         if entries and entries[0][1] and entries[0][0]:
             entries.insert(0, (0, 0))
-        strings = [b"%s%d" % (b"nrwb"[access:access + 1], dom) for dom, access in entries]
-        self._request(Op.SET_PERMS, raw + b"\0" + b"".join(s + b"\0" for s in strings), tx_id)
+        strings = [PERM_LETTERS[access] + b"%d" % dom for dom, access in entries]
+        self._request(Op.SET_PERMS, join_strings(raw, *strings), tx_id)
 
     # Watches.
 
@@ -792,7 +613,7 @@ class xs:  # noqa: N801 - the C extension's name
         :raises Error: when XenStore refuses (``EEXIST`` when the same
             path is already watched with the same object).
         """
-        raw = _c_str(path, 1)
+        raw = c_str(path, 1)
         # Record the token before XenStore may send events for it.
         with self._lock:
             for i, candidate in enumerate(self._tokens):
@@ -807,8 +628,8 @@ class xs:  # noqa: N801 - the C extension's name
         except Error:
             self._forget_token(token)
             raise
-        # From now on the connection is drained (see _Readiness).
-        self._handle()._channel.add_watch(watch)
+        # From now on the connection is drained (see _readiness).
+        self._require_open().add_watch(watch)
 
     @_varargs
     def unwatch(self, path: str, token: object, /) -> None:
@@ -823,11 +644,11 @@ class xs:  # noqa: N801 - the C extension's name
         :raises Error: when XenStore refuses (``ENOENT`` for an unknown
             watch).
         """
-        watch = (_c_str(path, 1), _wire_token(token))
+        watch = (c_str(path, 1), _wire_token(token))
         try:
             self._request(Op.UNWATCH, join_strings(*watch))
             # The C extension has no unwatch filter: queued events stay.
-            self._handle()._channel.remove_watch(watch, drop_events=False)
+            self._require_open().remove_watch(watch, drop_events=False)
         finally:
             self._forget_token(token)
 
@@ -842,9 +663,9 @@ class xs:  # noqa: N801 - the C extension's name
             event is left.
         """
         while True:
-            packet = self._next_event(None)
+            event = self._next_event(None)
             try:
-                return self._match(packet)  # type: ignore[arg-type]
+                return self._match(event)  # type: ignore[arg-type]
             except Error as e:
                 if e.args[0] != errno.EAGAIN:
                     raise
@@ -859,21 +680,21 @@ class xs:  # noqa: N801 - the C extension's name
             the same); ``EINVAL`` when the connection has failed and no
             event is left.
         """
-        packet = self._next_event(0)
-        return None if packet is None else self._match(packet)
+        event = self._next_event(0)
+        return None if event is None else self._match(event)
 
     @_noargs
     def fileno(self) -> int:
         """Return a descriptor that polls readable while watch events are
         waiting, for :func:`select.select` and friends.  It stays the
         same for the life of the handle and is closed by :meth:`close`.
-        (See the comment above ``_Readiness`` for how it works.)"""
-        client = self._handle()
+        (See ``pyxs/_compat/_readiness.py`` for how it works.)"""
+        channel = self._require_open()
         with self._lock:
             if self._readiness is None:
                 try:
-                    self._readiness = _Readiness(
-                        None if self._dead else client.connection.fd)
+                    self._readiness = Readiness(
+                        None if self._failed else channel.connection.fd)
                 except OSError:
                     return -1  # The C extension's answer when it has no pipe.
         return self._readiness.fileno()
@@ -887,12 +708,13 @@ class xs:  # noqa: N801 - the C extension's name
         :returns: its handle, the id in upper-case hexadecimal.
         :raises Error: when XenStore refuses.
         """
-        reply = self._request(Op.TRANSACTION_START, b"\0")
-        tx_id = strtoul(reply.split(b"\0", 1)[0], 0) & 0xFFFFFFFF
+        reply = self._request(Op.TRANSACTION_START, join_strings(b""))
+        tx_id = u32(strtoul(_reply_string(reply), 0))
         if not tx_id:
             raise _error(errno.EINVAL)
         return "%X" % tx_id
 
+    @_varkwargs
     def transaction_end(self, *args: object, **kwargs: object) -> bool:
         """transaction_end(transaction, abort=0)
 
@@ -907,21 +729,12 @@ class xs:  # noqa: N801 - the C extension's name
         :raises Error: for any other failure (``ENOENT`` for an unknown
             transaction).
         """
-        self._handle()
-        try:
-            transaction, abort = _keywords(args, kwargs, ("transaction", "abort"), 1,
-                                           (_c_str, lambda v, i: _c_int(v)))
-            tx_id = strtoul(transaction, 16) & 0xFFFFFFFF  # type: ignore[arg-type]
-            flag = b"F\0" if abort is not _MISSING and abort else b"T\0"
-            try:
-                self._request(Op.TRANSACTION_END, flag, tx_id)
-            except Error as e:
-                if e.args[0] == errno.EAGAIN:
-                    return False
-                raise
-            return True
-        finally:
-            self._sync()
+        transaction, abort = keywords(args, kwargs, ("transaction", "abort"), 1,
+                                      (c_str, c_int))
+        tx_id = u32(strtoul(transaction, 16))
+        flag = b"F" if abort is not MISSING and abort else b"T"
+        return self._request(Op.TRANSACTION_END, join_strings(flag), tx_id,
+                             none_on=(errno.EAGAIN,)) is not None
 
     # Domains.
 
@@ -932,9 +745,9 @@ class xs:  # noqa: N801 - the C extension's name
 
         :raises Error: when XenStore refuses.
         """
-        domid, frame, channel = _c_int(dom), _c_long(page), _c_int(port)
-        self._request(Op.INTRODUCE, b"%d\0%d\0%d\0" % (
-            domid & 0xFFFFFFFF, frame & ULONG_MAX, channel & 0xFFFFFFFF))
+        domid, frame, channel = c_int(dom, 1), c_long(page, 2), c_int(port, 3)
+        self._request(Op.INTRODUCE, join_strings(b"%d" % u32(domid), b"%d" % (frame & ULONG_MAX),
+                                                 b"%d" % u32(channel)))
 
     @_varargs
     def set_target(self, dom: int, target: int, /) -> None:
@@ -943,9 +756,8 @@ class xs:  # noqa: N801 - the C extension's name
 
         :raises Error: when XenStore refuses.
         """
-        domid, target_id = _c_int(dom), _c_int(target)
-        self._request(Op.SET_TARGET, b"%d\0%d\0" % (domid & 0xFFFFFFFF,
-                                                   target_id & 0xFFFFFFFF))
+        domid, target_id = c_int(dom, 1), c_int(target, 2)
+        self._request(Op.SET_TARGET, join_strings(b"%d" % u32(domid), b"%d" % u32(target_id)))
 
     @_varargs
     def resume_domain(self, dom: int, /) -> None:
@@ -954,7 +766,7 @@ class xs:  # noqa: N801 - the C extension's name
 
         :raises Error: when XenStore refuses.
         """
-        self._request(Op.RESUME, b"%d\0" % (_c_int(dom) & 0xFFFFFFFF))
+        self._request(Op.RESUME, join_strings(b"%d" % u32(c_int(dom, 1))))
 
     @_varargs
     def release_domain(self, dom: int, /) -> None:
@@ -962,7 +774,7 @@ class xs:  # noqa: N801 - the C extension's name
 
         :raises Error: when XenStore refuses.
         """
-        self._request(Op.RELEASE, b"%d\0" % (_c_int(dom) & 0xFFFFFFFF))
+        self._request(Op.RELEASE, join_strings(b"%d" % u32(c_int(dom, 1))))
 
     @_varargs
     def get_domain_path(self, domid: int, /) -> Optional[str]:
@@ -972,18 +784,14 @@ class xs:  # noqa: N801 - the C extension's name
         :returns: the path, or None when XenStore answers ``ENOENT``.
         :raises Error: for any other failure.
         """
-        number = _c_int(domid)
-        try:
-            reply = self._request(Op.GET_DOMAIN_PATH, b"%d\0" % (number & 0xFFFFFFFF))
-        except Error as e:
-            if e.args[0] == errno.ENOENT:
-                return None
-            raise
-        return reply.split(b"\0", 1)[0].decode("utf-8")
+        number = c_int(domid, 1)
+        reply = self._request(Op.GET_DOMAIN_PATH, join_strings(b"%d" % u32(number)),
+                              none_on=_ABSENT)
+        return None if reply is None else _reply_string(reply).decode("utf-8")
 
     @_noargs
     def close(self) -> None:
         """Close the connection.  Every later call, close() included,
         raises ``Error(EINVAL)``.  XenStore drops the handle's watches and
         aborts its open transactions."""
-        self._shut()
+        self._close()
