@@ -85,20 +85,39 @@ class FileDescriptorConnection:
     ``_open()``, which returns a connected descriptor.  Waiting for
     replies is the client's business: it polls :meth:`fileno`.
 
+    :param path: what the descriptor is opened from.
+    :param timeout: seconds that connecting, and each call through this
+        connection, may take (default :data:`DEFAULT_TIMEOUT`).
+    :param socket_timeout: the same, by the name pyxs 0.4's
+        :class:`UnixSocketConnection` gave it; give one or the other.
+    :raises TypeError: when both *timeout* and *socket_timeout* are given.
     :ivar path: what the descriptor is opened from.
     :ivar timeout: seconds a call through this connection may take.
     :ivar payload_max: the largest request payload it carries.
+
+    .. versionchanged:: 0.5.0
+       Both transports take *timeout*, and *socket_timeout* as well.
     """
 
     payload_max = PAYLOAD_MAX
 
-    def __init__(self, path: str, timeout: Optional[float] = None) -> None:
+    def __init__(self, path: str, timeout: Optional[float] = None, *,
+                 socket_timeout: Optional[float] = None) -> None:
+        if socket_timeout is not None:
+            if timeout is not None:
+                raise TypeError("give timeout or socket_timeout (its older name), not both")
+            timeout = socket_timeout
         self.path = path
         self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         self.fd: Optional[int] = None
 
     def __repr__(self) -> str:
         return "%s(%r)" % (type(self).__name__, self.path)
+
+    @property
+    def socket_timeout(self) -> float:
+        """``timeout`` by its older name."""
+        return self.timeout
 
     @property
     def is_connected(self) -> bool:
@@ -191,18 +210,15 @@ class UnixSocketConnection(FileDescriptorConnection):
 
     :param path: the socket; by default found as Xen's libxenstore finds
         it (see :func:`default_socket_path`).
-    :param socket_timeout: seconds that connecting, and each call
-        through this connection, may take (default :data:`DEFAULT_TIMEOUT`).
+    :param timeout: seconds that connecting, and each call through this
+        connection, may take (default :data:`DEFAULT_TIMEOUT`).
+    :param socket_timeout: the older name of *timeout*.
     """
 
-    def __init__(self, path: Optional[str] = None,
+    def __init__(self, path: Optional[str] = None, timeout: Optional[float] = None, *,
                  socket_timeout: Optional[float] = None) -> None:
         super().__init__(os.fspath(path) if path is not None else default_socket_path(),
-                         socket_timeout)
-
-    @property
-    def socket_timeout(self) -> float:
-        return self.timeout
+                         timeout, socket_timeout=socket_timeout)
 
     def __copy__(self) -> "UnixSocketConnection":
         return type(self)(self.path, self.timeout)
@@ -245,11 +261,14 @@ class XenBusConnection(FileDescriptorConnection):
         provides (see :func:`default_xenbus_path`).
     :param timeout: seconds each call through this connection may take
         (default :data:`DEFAULT_TIMEOUT`).
+    :param socket_timeout: the older name of *timeout*, as
+        :class:`UnixSocketConnection` takes it.
     """
 
-    def __init__(self, path: Optional[str] = None, timeout: Optional[float] = None) -> None:
+    def __init__(self, path: Optional[str] = None, timeout: Optional[float] = None, *,
+                 socket_timeout: Optional[float] = None) -> None:
         super().__init__(os.fspath(path) if path is not None else default_xenbus_path(),
-                         timeout)
+                         timeout, socket_timeout=socket_timeout)
 
     #: Linux's device takes a message of at most 4096 bytes, its header
     #: included (``xenbus_dev_frontend.c``).

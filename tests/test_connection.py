@@ -164,3 +164,16 @@ def test_a_timeout_is_pythons_timeouterror_too(listener):
     assert isinstance(caught.value, ConnectionError)
     assert isinstance(caught.value, builtins.ConnectionError)
     client.close()
+
+
+@pytest.mark.parametrize("kind", [UnixSocketConnection, XenBusConnection])
+def test_both_transports_take_timeout_and_its_older_name(kind):
+    # timeout is the name both document; socket_timeout, pyxs 0.4's name on
+    # the socket transport, works on both.
+    for conn in (kind("/some/where", timeout=2.5), kind("/some/where", socket_timeout=2.5),
+                 kind("/some/where", 2.5)):
+        assert conn.timeout == conn.socket_timeout == 2.5
+    from pyxs.connection import DEFAULT_TIMEOUT
+    assert kind("/some/where").timeout == DEFAULT_TIMEOUT
+    with pytest.raises(TypeError, match="not both"):
+        kind("/some/where", timeout=1, socket_timeout=2)
