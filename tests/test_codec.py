@@ -347,3 +347,53 @@ def test_event_is_a_path_token_pair():
     path, token = e
     assert (path, token) == ("/foo/bar", "a unique token")
     assert Event(path="/a", token="t") == Event("/a", "t")
+
+
+# ------------------------------------------------------------ the frame layer
+
+frames = st.tuples(UINT32, UINT32, UINT32, small_payloads)
+
+
+@FAST
+@given(frames)
+def test_encode_frame_is_the_wire_layout(frame):
+    from pyxs._internal import encode_frame
+    assert encode_frame(*frame) == wire(*frame)
+
+
+@FAST
+@given(st.lists(frames, max_size=6), st.data())
+def test_frame_decoder_yields_any_operation_number(items, data):
+    # Unknown operations included: a server must see them to answer them.
+    from pyxs._internal import FrameDecoder
+    stream = b"".join(wire(*frame) for frame in items)
+    cuts = sorted(data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)),
+                                     max_size=8)))
+    bounds = [0] + cuts + [len(stream)]
+    decoder = FrameDecoder()
+    out = []
+    for a, b in zip(bounds, bounds[1:]):
+        out.extend(decoder.feed(stream[a:b]))
+    assert out == items
+    assert decoder.pending == 0
+
+
+def test_frame_decoder_refuses_oversized_length():
+    from pyxs._internal import FrameDecoder
+    with pytest.raises(UnexpectedPacket, match="announces 4097 bytes"):
+        FrameDecoder().feed(WIRE_HEADER.pack(99, 1, 0, PAYLOAD_LIMIT + 1))
+
+
+def test_the_two_error_name_policies():
+    # The names of the protocol mean the same to both front ends; beyond
+    # them, pyxs.Client reads any errno name (and EQUOTA as ENOSPC) where
+    # libxenstore, and so the xen.lowlevel.xs stand-in, reads EINVAL.
+    import errno
+    from pyxs._internal import WIRE_ERRORS, client_errno, libxenstore_errno
+    for name, number in WIRE_ERRORS.items():
+        assert client_errno(name.decode()) == libxenstore_errno(name) == number
+    assert client_errno("EQUOTA") == errno.ENOSPC
+    assert libxenstore_errno(b"EQUOTA") == errno.EINVAL
+    assert client_errno("ETIMEDOUT") == errno.ETIMEDOUT
+    assert libxenstore_errno(b"ETIMEDOUT") == errno.EINVAL
+    assert client_errno("ENOTANERROR") == libxenstore_errno(b"ENOTANERROR") == errno.EINVAL

@@ -500,3 +500,16 @@ def test_fileno_without_epoll_or_kqueue(real_daemon, monkeypatch):
         assert handle.read("", "/tool") is not None
     finally:
         handle.close()
+
+
+def test_permission_letters_are_one_table():
+    # What set_permissions writes is what parse_perm reads back.
+    assert sorted(cnumbers.PERM_LETTERS) == [0, 1, 2, 3]
+    for access, letter in cnumbers.PERM_LETTERS.items():
+        assert cnumbers.parse_perm(letter + b"7") == (7, access)
+
+
+def test_u32_is_a_uint32_t_cast():
+    assert cnumbers.u32(-1) == 2 ** 32 - 1
+    assert cnumbers.u32(2 ** 32 + 5) == 5
+    assert cnumbers.u32(7) == 7
