@@ -338,6 +338,11 @@ class Channel:
     def _deadline(self) -> float:
         return time.monotonic() + self.connection.timeout
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received that do not yet form a whole message."""
+        return self._decoder.pending
+
     # Public entry points.
 
     def connect(self) -> None:
@@ -380,17 +385,29 @@ class Channel:
             self._send(b"".join(frames), slots)
             return slots
 
-    def result(self, slot: Slot) -> bytes:
-        """Wait for the reply in *slot* and return its payload.
+    def reply(self, slot: Slot) -> Packet:
+        """Wait for the reply in *slot* and return it, an ``ERROR`` reply
+        included: what its error name means is for the caller to decide
+        (see :func:`pyxs._internal.client_errno` and
+        :func:`~pyxs._internal.libxenstore_errno`).
 
-        :raises pyxs.exceptions.PyXSError: for an error reply.
         :raises pyxs.exceptions.ConnectionError: when the connection
             failed or the call timed out.
         """
         if slot.reply is None and slot.error is None:
             with self._lock:
                 self._await(slot)
-        return _payload(slot)
+        return _reply(slot)
+
+    def result(self, slot: Slot) -> bytes:
+        """Wait for the reply in *slot* and return its payload, an error
+        reply read as :class:`~pyxs.client.Client` reads it.
+
+        :raises pyxs.exceptions.PyXSError: for an error reply.
+        :raises pyxs.exceptions.ConnectionError: when the connection
+            failed or the call timed out.
+        """
+        return _payload(self.reply(slot))
 
     def call(self, op: Op, payload: bytes, tx_id: int = 0,
              generation: Optional[int] = None) -> bytes:
@@ -405,7 +422,7 @@ class Channel:
             self._send(frame, (slot,))
             if slot.reply is None and slot.error is None:
                 self._await(slot)
-        return _payload(slot)
+        return _payload(_reply(slot))
 
     def check_size(self, payload: bytes) -> None:
         """Refuse a request payload over what the connection carries."""
@@ -770,11 +787,16 @@ def _spin(connection: FileDescriptorConnection) -> bytes:
             return data
 
 
-def _payload(slot: Slot) -> bytes:
-    """The payload of the reply in *slot*, or what went wrong, raised."""
+def _reply(slot: Slot) -> Packet:
+    """The reply in *slot*, or what went wrong, raised."""
     if slot.error is not None:
         _raise_copy(slot.error)
-    reply: Packet = slot.reply  # type: ignore[assignment]
+    return slot.reply  # type: ignore[return-value]
+
+
+def _payload(reply: Packet) -> bytes:
+    """A reply's payload; an error reply raised as :class:`~pyxs.client.Client`
+    reads it (:func:`pyxs._internal.client_errno`)."""
     if reply.op is Op.ERROR:
         raise error(reply.payload.rstrip(b"\0"))
     return reply.payload

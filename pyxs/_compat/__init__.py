@@ -368,22 +368,18 @@ class xs:  # noqa: N801 - the C extension's name
         channel = self._channel
         if channel is None:
             return errno.EINVAL
-        slot = None
         try:
             # Pinned to the first connection: should it fail, the channel
             # must not quietly open another one for this handle.
-            slot = channel.submit([(op, payload)], tx_id, self._generation)[0]
-            return channel.result(slot)
+            reply = channel.reply(channel.submit([(op, payload)], tx_id, self._generation)[0])
         except InvalidPayload:
             return errno.E2BIG
         except ConnectionError as e:
             self._fail()
             return _errno_of_failure(e)
-        except PyXSError as e:
-            reply = slot.reply if slot is not None else None
-            if reply is not None and reply.op is Op.ERROR:
-                return libxenstore_errno(_reply_string(reply.payload))
-            return e.errno or errno.EINVAL
+        if reply.op is Op.ERROR:
+            return libxenstore_errno(_reply_string(reply.payload))
+        return reply.payload
 
     def _next_event(self, timeout: Optional[float]) -> Optional[Tuple[bytes, bytes]]:
         """Take the next queued or arriving event, ``(path, token)``,
@@ -401,7 +397,7 @@ class xs:  # noqa: N801 - the C extension's name
                 # fileno().  As libxenstore does when it must not block,
                 # finish reading a message once it has started.
                 deadline = time.monotonic() + channel.connection.timeout
-                while (packet is None and channel._decoder.pending
+                while (packet is None and channel.pending_bytes
                        and time.monotonic() < deadline):
                     packet = channel.next_event(0.01)
             if packet is None:
