@@ -7,6 +7,7 @@ pytest against a real xenstored; see the conftest.py at the repository root.
 
 import os
 import sys
+import typing
 
 HERE = os.path.abspath(os.path.dirname(__file__))
 ROOT = os.path.dirname(HERE)
@@ -102,16 +103,21 @@ def _resolve_to_public_module(app, env, node, contnode):
 
 def _hide_private_bases(app, name, obj, options, bases):
     """Show a class's public ancestry only: a private base (``_ChannelUser``,
-    the namedtuple behind ``Packet``) gives way to its own bases."""
+    the namedtuple behind ``Packet``, the generic splitter behind
+    ``PacketDecoder``) gives way to its own bases, and ``Generic`` is
+    left out."""
     public = []
     pending = list(bases)
     while pending:
         base = pending.pop(0)
+        base = typing.get_origin(base) or base  # _FrameSplitter[Packet]: _FrameSplitter
+        if base is typing.Generic:
+            continue
         if base.__name__.startswith("_"):
             pending[:0] = [b for b in base.__bases__ if b is not object]
         elif base not in public:
             public.append(base)
-    bases[:] = public
+    bases[:] = public or [object]
 
 
 def setup(app):

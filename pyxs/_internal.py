@@ -284,6 +284,9 @@ class PacketDecoder(_FrameSplitter[Packet]):
     .. versionadded:: 0.5.0
     """
 
+    # Named here as well, for the API documentation: the base is private.
+    pending = _FrameSplitter.pending
+
     def feed(self, data: bytes) -> List[Packet]:
         if not self._buffer and len(data) >= _HEADER_SIZE:
             # The usual case, one whole reply and nothing left over, is

@@ -318,7 +318,8 @@ class Client(_ChannelUser):
     def _list_in_parts(self, raw_path: bytes) -> List[bytes]:
         # Each part starts with the directory's generation count; a change
         # of it means the directory changed under us: start again, for as
-        # long as a call may take.
+        # long as a call may take.  (pyxs.compat.xs._list_in_parts pages
+        # as libxenstore does, C quirks included.)
         deadline = time.monotonic() + self.connection.timeout
         while time.monotonic() < deadline:
             names: List[bytes] = []

@@ -47,7 +47,6 @@ extension this copies is ``tools/python/xen/lowlevel/xs/xs.c`` in Xen's
 sources, over libxenstore (``tools/libs/store/xs.c``).
 """
 
-
 import errno
 import functools
 import os
