@@ -70,7 +70,7 @@ def u32(value: int) -> int:
 
 
 #: The letter of each permission, by its access bits (1 read, 2 write),
-#: as ``xs_perm_to_string`` in ``tools/libs/store/xs.c`` writes it.
+#: as libxenstore's ``xs_perm_to_string`` writes it.
 PERM_LETTERS: Dict[int, bytes] = {0: b"n", 1: b"r", 2: b"w", 3: b"b"}
 
 _PERM_ACCESS = {letter: access for access, letter in PERM_LETTERS.items()}
