@@ -47,9 +47,9 @@ import weakref
 from typing import (TYPE_CHECKING, Callable, Deque, Dict, List, NoReturn, Optional, Sequence,
                     Tuple)
 
-from ._internal import HEADER, Op, Packet, PacketDecoder, join_strings, \
-    split_strings
-from .connection import FileDescriptorConnection, MessageRefused
+from ._cnumbers import u32
+from ._internal import Op, Packet, PacketDecoder, encode_frame, join_strings, split_strings
+from .connection import FileDescriptorConnection, MessageRefused, wakeup_pipe
 from .exceptions import (ConnectionError, EventsDropped, InvalidPayload, Timeout,
                          UnexpectedPacket)
 from .helpers import error
@@ -204,10 +204,7 @@ class Channel:
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
-        self._wake_r, self._wake_w = os.pipe()
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
-            os.set_inheritable(fd, False)
+        self._wake_r, self._wake_w = wakeup_pipe()
         self._poll: Optional[select.poll] = None
 
     def __del__(self) -> None:
@@ -445,9 +442,9 @@ class Channel:
         """Number a request and note it as pending; return its message
         and the slot its reply will land in.  The lock is held."""
         rq_id = self._next_id
-        self._next_id = (rq_id + 1) & 0xFFFFFFFF
+        self._next_id = u32(rq_id + 1)
         slot = self._pending[rq_id] = Slot(op, tx_id, self.generation, rewatch)
-        return HEADER.pack(op, rq_id, tx_id, len(payload)) + payload, slot
+        return encode_frame(op, rq_id, tx_id, payload), slot
 
     def _await(self, slot: Slot) -> None:
         """Wait, the lock held, until *slot* has its reply or its error;
