@@ -452,3 +452,52 @@ def test_domain_ids_as_text(client):
     assert client.get_domain_path("5") == "/local/domain/5"
     assert client.get_domain_path(b"7") == "/local/domain/7"
     assert client.is_domain_introduced("0") is True
+
+
+# ------------------------------------------------------------ spinning
+
+def test_a_caller_stops_spinning_where_it_does_not_pay_and_resumes_where_it_does(monkeypatch):
+    """A spin that sees no reply makes the next 1, 2, 4 ... calls sleep at
+    once (up to SPIN_BACKOFF_MAX); a spin that sees its reply resets that."""
+    from pyxs import _channel
+    from pyxs.testing import XenStoreServer
+
+    spins = []
+
+    def never_in_time(connection, poll):
+        spins.append("missed")
+        return b""
+
+    def always_in_time(connection, poll):
+        spins.append("seen")
+        poll.poll(TIMEOUT * 1000)
+        return connection.read()
+
+    def spins_in_300_reads(emulator):
+        del spins[:]
+        c = Client(unix_socket_path=emulator.socket_path, socket_timeout=TIMEOUT)
+        for _ in range(300):
+            assert c.read("/x") == "v"
+        return c, len(spins)
+
+    with XenStoreServer() as emulator:
+        with Client(unix_socket_path=emulator.socket_path, socket_timeout=TIMEOUT) as c:
+            c.write("/x", "v")
+        monkeypatch.setattr(_channel, "_spin", never_in_time)
+        c, count = spins_in_300_reads(emulator)
+        c.close()
+        # Calls 1, 3, 6, 11, 20, 37, 70, 135 and 264.
+        assert count == 9
+        monkeypatch.setattr(_channel, "SPIN_BACKOFF_MAX", 4)
+        c, count = spins_in_300_reads(emulator)
+        # Calls 1, 3, 6, 11, then every fifth.
+        assert count == 3 + 1 + (300 - 11) // 5
+        # Spins that see their reply: every call spins again.
+        monkeypatch.setattr(_channel, "_spin", always_in_time)
+        with c:
+            for _ in range(5):
+                c.read("/x")
+            del spins[:]
+            for _ in range(100):
+                c.read("/x")
+        assert spins == ["seen"] * 100
