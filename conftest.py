@@ -2,7 +2,7 @@
 
 The examples in docstrings and in the documentation talk to a real
 XenStore: Xen's own C ``xenstored``, started once per test session by
-tests/realdaemons.py (the same machinery the test suite uses).  Each
+tests/support/daemons.py (the same machinery the test suite uses).  Each
 doctest sees
 
 * ``socket_path``: the daemon's Unix socket, in its namespace, for
@@ -22,17 +22,12 @@ conftest.py to the directory it is in and those below: tests/conftest.py
 does not reach pyxs/, docs/ or README.rst.
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 from _pytest.doctest import DoctestItem
 
-_TESTS_DIR = str(Path(__file__).resolve().parent / "tests")
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-import realdaemons  # noqa: E402  (needs the sys.path entry above)
+from pyxs._internal import Op
+from tests.support import daemons, xen
+from tests.support.wire import raw_request
 
 # Files that must never be imported as test modules, even with
 # --doctest-modules over the whole tree.
@@ -49,9 +44,7 @@ _KEEP = {b"tool"}
 @pytest.fixture(scope="session")
 def doctest_xenstored(tmp_path_factory):
     """The C xenstored the doctests talk to (one for the session)."""
-    daemon = realdaemons.require(
-        realdaemons.start, "xenstored", tmp_path_factory.mktemp("doctest-xenstored")
-    )
+    daemon = xen.require(daemons.start, "xenstored", tmp_path_factory.mktemp("doctest-xenstored"))
     yield daemon
     daemon.stop()
 
@@ -59,14 +52,12 @@ def doctest_xenstored(tmp_path_factory):
 def _reset_tree(daemon):
     """Remove every top-level node but the daemon's own, with raw
     requests (independent of pyxs)."""
-    kind, payload = realdaemons.raw_request(
-        daemon, realdaemons.XS_DIRECTORY, b"/\0", timeout=5)
-    if kind == realdaemons.XS_ERROR:
+    kind, payload = raw_request(daemon, Op.DIRECTORY, b"/\0", timeout=5)
+    if kind == Op.ERROR:
         raise RuntimeError("cannot list / of the doctest xenstored: %r" % payload)
     for name in payload.split(b"\0"):
         if name and name not in _KEEP:
-            realdaemons.raw_request(
-                daemon, realdaemons.XS_RM, b"/" + name + b"\0", timeout=5)
+            raw_request(daemon, Op.RM, b"/" + name + b"\0", timeout=5)
 
 
 def pytest_collection_modifyitems(items):

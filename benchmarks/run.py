@@ -575,8 +575,7 @@ def placements_for(log):
 
 def run(args, log):
     sys.path.insert(0, REPO)
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    import realdaemons
+    from tests import support as realdaemons
     import tempfile
 
     try:

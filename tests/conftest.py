@@ -1,6 +1,6 @@
 """Shared pytest fixtures for pyxs's tests.
 
-Real-daemon fixtures (see tests/realdaemons.py): they run Xen 4.17's own
+Real-daemon fixtures (see tests/support/daemons.py): they run Xen 4.17's own
 C xenstored and OCaml oxenstored. When this machine cannot provide them the
 tests using these fixtures are skipped, or fail if PYXS_REQUIRE_REAL_DAEMONS=1.
 
@@ -8,39 +8,37 @@ Every test that needs anything from Xen 4.17 (a daemon, the C clients, the
 C module ``xen.lowlevel.xs``) carries the ``realdaemon`` marker, so that
 ``pytest -m "not realdaemon"`` runs exactly the tests that need nothing but
 Python (the mutation tool does).  Tests using the fixtures below are marked
-here; a test that calls tests/realdaemons.py itself is marked in its file,
+here; a test that calls tests/support/ for Xen itself is marked in its file,
 and an unmarked test that reaches Xen's programs fails (see
 :func:`_xen_refused_to`).
 """
 
 import contextlib
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
+from pyxs._internal import Op
+from pyxs.testing import XenStoreServer
 
-import realdaemons  # noqa: E402  (needs the sys.path entry above)
-from pyxs.testing import XenStoreServer  # noqa: E402
+from .support import daemons, xen, xen_clients
+from .support.fakeserver import ScriptedServer
+from .support.wire import raw_request
 
-# ---------------------------------------------------------------- markers
+# Markers.
 
 #: Fixtures that always bring up something of Xen's.
 _XEN_FIXTURES = {"real_daemon", "start_daemon", "xs_lowlevel", "node_root"}
 
-#: What tests/realdaemons.py gets Xen's programs through.
-_XEN_ENTRY_POINTS = ("prefix", "start", "load_lowlevel_xs")
+#: What tests/support/ gets Xen's programs through: (module, function).
+_XEN_ENTRY_POINTS = ((xen, "prefix"), (daemons, "start"), (xen_clients, "load_lowlevel_xs"))
 
 
 def _needs_xen(item):
     if _XEN_FIXTURES & set(getattr(item, "fixturenames", ())):
         return True
     callspec = getattr(item, "callspec", None)
-    return callspec is not None and callspec.params.get("xenstore") in realdaemons.KINDS
+    return callspec is not None and callspec.params.get("xenstore") in daemons.KINDS
 
 
 def pytest_collection_modifyitems(items):
@@ -61,14 +59,14 @@ def _xen_refused_to(item):
     def refuse(*args, **kwargs):
         raise AssertionError("%s uses Xen's programs but is not marked realdaemon"
                              % item.nodeid)
-    saved = {name: getattr(realdaemons, name) for name in _XEN_ENTRY_POINTS}
-    for name in _XEN_ENTRY_POINTS:
-        setattr(realdaemons, name, refuse)
+    saved = [(module, name, getattr(module, name)) for module, name in _XEN_ENTRY_POINTS]
+    for module, name, _function in saved:
+        setattr(module, name, refuse)
     try:
         yield
     finally:
-        for name, function in saved.items():
-            setattr(realdaemons, name, function)
+        for module, name, function in saved:
+            setattr(module, name, function)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -83,7 +81,7 @@ def pytest_runtest_call(item):
         yield
 
 
-# ---------------------------------------------------------------- real daemons
+# Real daemons.
 
 @pytest.fixture(scope="session")
 def session_backends(tmp_path_factory):
@@ -96,8 +94,8 @@ def session_backends(tmp_path_factory):
             if kind == "emulator":
                 started[kind] = XenStoreServer().start()
             else:
-                started[kind] = realdaemons.require(
-                    realdaemons.start, kind, tmp_path_factory.mktemp(kind))
+                started[kind] = xen.require(
+                    daemons.start, kind, tmp_path_factory.mktemp(kind))
         return started[kind]
 
     yield get
@@ -105,7 +103,7 @@ def session_backends(tmp_path_factory):
         daemon.stop()
 
 
-@pytest.fixture(scope="session", params=realdaemons.KINDS, ids=list(realdaemons.KINDS))
+@pytest.fixture(scope="session", params=daemons.KINDS, ids=list(daemons.KINDS))
 def real_daemon(request, session_backends):
     """A running daemon of each kind, shared by the whole session. Do not
     kill or pause it: use start_daemon for that."""
@@ -119,7 +117,7 @@ def start_daemon(tmp_path):
     started = []
 
     def _start(kind, **kwargs):
-        daemon = realdaemons.require(realdaemons.start, kind, tmp_path, **kwargs)
+        daemon = xen.require(daemons.start, kind, tmp_path, **kwargs)
         started.append(daemon)
         return daemon
 
@@ -132,30 +130,35 @@ def start_daemon(tmp_path):
 def xs_lowlevel():
     """Xen's C extension module xen.lowlevel.xs (CPython 3.11 only).
     Set os.environ["XENSTORED_PATH"] (e.g. with monkeypatch) before xs(),
-    or use realdaemons.open_lowlevel_xs(daemon)."""
-    return realdaemons.require(realdaemons.load_lowlevel_xs)
+    or use tests.support.xen_clients.open_handle."""
+    return xen.require(xen_clients.load_lowlevel_xs)
+
+
+@contextlib.contextmanager
+def _scratch_path(target):
+    """A unique absolute path (``/pyxs-test/<hex>``) in *target*'s tree,
+    removed afterwards with a raw RM request (independent of pyxs)."""
+    path = "/pyxs-test/" + uuid.uuid4().hex
+    yield path
+    try:
+        raw_request(target, Op.RM, path.encode() + b"\0", timeout=5)
+    except OSError:
+        pass  # The backend is gone or stuck: nothing left to clean.
 
 
 @pytest.fixture
 def node_root(real_daemon):
-    """A unique absolute path (``/pyxs-test/<hex>``) in real_daemon's tree
-    that the test may use freely; removed afterwards with a raw RM request
-    (independent of pyxs)."""
-    path = "/pyxs-test/" + uuid.uuid4().hex
-    yield path
-    try:
-        realdaemons.raw_request(
-            real_daemon, realdaemons.XS_RM, path.encode() + b"\0", timeout=5
-        )
-    except OSError:
-        pass  # daemon gone or unresponsive: nothing left to clean
+    """A path in real_daemon's tree that the test may use freely (see
+    :func:`_scratch_path`)."""
+    with _scratch_path(real_daemon) as path:
+        yield path
 
 
-# ------------------------------------------------------- any XenStore backend
+# Any XenStore backend.
 
 #: Every backend the client tests run against: the real daemons and
 #: pyxs's own emulator (which needs nothing from the machine).
-BACKENDS = tuple(realdaemons.KINDS) + ("emulator",)
+BACKENDS = tuple(daemons.KINDS) + ("emulator",)
 
 
 @pytest.fixture(scope="session", params=BACKENDS, ids=list(BACKENDS))
@@ -176,26 +179,19 @@ def client(xenstore):
 
 @pytest.fixture
 def root(xenstore):
-    """A unique absolute path (``/pyxs-test/<hex>``) in ``xenstore``'s tree
-    for the test to use; removed afterwards with a raw RM request."""
-    path = "/pyxs-test/" + uuid.uuid4().hex
-    yield path
-    try:
-        realdaemons.raw_request(xenstore.socket_path, realdaemons.XS_RM,
-                                path.encode() + b"\0", timeout=5)
-    except OSError:
-        pass  # The backend is gone or stuck: nothing left to clean.
+    """A path in ``xenstore``'s tree for the test to use freely (see
+    :func:`_scratch_path`)."""
+    with _scratch_path(xenstore) as path:
+        yield path
 
 
-# ------------------------------------------------------- a scripted XenStore
+# A scripted XenStore.
 
 @pytest.fixture
 def server(tmp_path):
     """Factory: ``server(*scripts)`` starts a scripted XenStore (see
-    tests/test_faults.py, ``ScriptedServer``); each is closed afterwards,
-    and a script that failed fails the test."""
-    from test_faults import ScriptedServer
-
+    tests/support/fakeserver.py, ``ScriptedServer``); each is closed
+    afterwards, and a script that failed fails the test."""
     made = []
 
     def make(*scripts):

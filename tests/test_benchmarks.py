@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import realdaemons
+from .support import daemons, xen, xen_clients
 
 pytestmark = pytest.mark.realdaemon
 
@@ -75,9 +75,9 @@ ADVANTAGE = re.compile(r"^\d+\.\d\dx \(\d+\.\d\d-\d+\.\d\d\)$")
 
 
 def test_quick_run_prints_the_whole_table(tmp_path):
-    realdaemons.require(realdaemons.start, "xenstored", tmp_path).stop()
-    realdaemons.require(realdaemons.load_lowlevel_xs)
-    realdaemons.require(realdaemons.c_client, "xenstore-ls")
+    xen.require(daemons.start, "xenstored", tmp_path).stop()
+    xen.require(xen_clients.load_lowlevel_xs)
+    xen.require(xen_clients.c_client, "xenstore-ls")
 
     output = tmp_path / "table.rst"
     env = dict(os.environ)
@@ -91,7 +91,7 @@ def test_quick_run_prints_the_whole_table(tmp_path):
     out = proc.stdout
     assert "CPUs: " in out
     assert "Python: CPython 3.11" in out
-    assert "Xen packages: %s" % realdaemons.xen_version() in out
+    assert "Xen packages: %s" % xen.xen_version() in out
 
     rows = table_rows(out)
     assert [(r[0], r[2]) for r in rows] == ROWS

@@ -1,40 +1,10 @@
 """The pytest plugin pyxs ships (pyxs.pytest_plugin), run the way its
 users run it: pytest in a subprocess, on test files written here."""
 
-import os
-import subprocess
-import sys
-from importlib.metadata import entry_points
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _installed_plugins():
-    try:
-        found = entry_points(group="pytest11")
-    except TypeError:  # Python < 3.10
-        found = entry_points().get("pytest11", [])
-    return {ep.value for ep in found}
-
-
-def run_pytest(tmp_path, files, *args):
-    """Run pytest on *files* (name: source) in *tmp_path*; return the
-    completed process.  When pyxs is not installed (its entry point
-    missing) the plugin is named on the command line."""
-    for name, source in files.items():
-        (tmp_path / name).write_text(source)
-    load = [] if "pyxs.pytest_plugin" in _installed_plugins() else ["-p", "pyxs.pytest_plugin"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("XENSTORED_PATH", None)
-    env.pop("XENSTORED_RUNDIR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] + load
-        + list(args) + [str(tmp_path)],
-        capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
-
+from .support.commands import REPO, run_pytest
 
 def assert_passed(proc, count):
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -10,15 +10,21 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-import realdaemons
-from realdaemons import XS_DIRECTORY, XS_ERROR, XS_READ, XS_WRITE
+from pyxs._internal import Op
+
+from .support import daemons, xen, xen_clients
+from .support.wire import RawConnection, frame, raw_request
 
 pytestmark = pytest.mark.realdaemon
 
-KIND_PARAMS = pytest.mark.parametrize("kind", realdaemons.KINDS)
+KIND_PARAMS = pytest.mark.parametrize("kind", daemons.KINDS)
+
+#: The checkout, whose ``tests`` package a child process imports.
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _process_gone(pid, timeout=5.0):
@@ -43,109 +49,101 @@ def _connect(daemon, timeout=5.0):
     return sock
 
 
-def _header(op, payload, req_id=0, tx_id=0):
-    return realdaemons._HEADER.pack(op, req_id, tx_id, len(payload)) + payload
-
-
 # ------------------------------------------------------------------ set-up
 
 def test_prefix_is_idempotent():
-    root = realdaemons.require(realdaemons.prefix)
+    root = xen.require(xen.prefix)
     stamp = (root / ".pyxs-stamp").stat().st_mtime_ns
-    assert realdaemons.prefix() == root
+    assert xen.prefix() == root
     # Nothing was fetched or unpacked again.
     assert (root / ".pyxs-stamp").stat().st_mtime_ns == stamp
     assert (root / ".pyxs-stamp").is_file()
-    assert realdaemons.xen_version().startswith("4.17")
-    assert (realdaemons.lib_dir() / "libxenstore.so.4").exists()
+    assert xen.xen_version().startswith("4.17")
+    assert (xen.lib_dir() / "libxenstore.so.4").exists()
 
 
 def test_preload_library_is_cached_by_source_hash():
-    lib = realdaemons.require(realdaemons.preload_library)
+    lib = xen.require(xen.preload_library)
     assert lib.exists()
     assert lib.name.startswith("libxenfake-") and lib.suffix == ".so"
-    assert realdaemons.preload_library() == lib
+    assert xen.preload_library() == lib
 
 
 def test_c_client_names():
     with pytest.raises(ValueError):
-        realdaemons.c_client("xenstore-frobnicate")
-    argv = realdaemons.require(realdaemons.c_client, "xenstore-read")
+        xen_clients.c_client("xenstore-frobnicate")
+    argv = xen.require(xen_clients.c_client, "xenstore-read")
     assert argv[0].endswith("/usr/bin/xenstore-read")
 
 
 def test_require_skips_or_fails(monkeypatch):
     def missing():
-        raise realdaemons.Unavailable("frob not found: apt-get install frob")
+        raise xen.Unavailable("frob not found: apt-get install frob")
 
-    monkeypatch.delenv(realdaemons.REQUIRE_ENV, raising=False)
+    monkeypatch.delenv(xen.REQUIRE_ENV, raising=False)
     with pytest.raises(pytest.skip.Exception, match="frob not found"):
-        realdaemons.require(missing)
-    monkeypatch.setenv(realdaemons.REQUIRE_ENV, "1")
+        xen.require(missing)
+    monkeypatch.setenv(xen.REQUIRE_ENV, "1")
     with pytest.raises(pytest.fail.Exception, match="frob not found"):
-        realdaemons.require(missing)
-    assert realdaemons.require(lambda x: x + 1, 1) == 2
+        xen.require(missing)
+    assert xen.require(lambda x: x + 1, 1) == 2
 
 
 def test_lowlevel_xs_refuses_other_python_versions(monkeypatch):
-    monkeypatch.setattr(realdaemons.sys, "version_info", (3, 9, 18, "final", 0))
-    with pytest.raises(realdaemons.Unavailable, match="CPython 3.11 only"):
-        realdaemons.load_lowlevel_xs()
+    monkeypatch.setattr(xen_clients.sys, "version_info", (3, 9, 18, "final", 0))
+    with pytest.raises(xen.Unavailable, match="CPython 3.11 only"):
+        xen_clients.load_lowlevel_xs()
 
 
 def test_lowlevel_xs_skips_on_other_pythons_even_when_daemons_are_required(monkeypatch):
     # No setting could enable it there: run-tests' other Pythons skip it.
-    monkeypatch.setenv(realdaemons.REQUIRE_ENV, "1")
-    monkeypatch.setattr(realdaemons.sys, "version_info", (3, 9, 18, "final", 0))
+    monkeypatch.setenv(xen.REQUIRE_ENV, "1")
+    monkeypatch.setattr(xen_clients.sys, "version_info", (3, 9, 18, "final", 0))
     with pytest.raises(pytest.skip.Exception, match="CPython 3.11 only"):
-        realdaemons.require(realdaemons.load_lowlevel_xs)
+        xen.require(xen_clients.load_lowlevel_xs)
 
 
 # ------------------------------------------------------- the shared daemons
 
 def test_raw_write_read_directory(real_daemon, node_root):
     path = node_root + "/raw"
-    assert realdaemons.raw_request(
-        real_daemon, XS_WRITE, path.encode() + b"\0hello\x00\xffworld"
-    ) == (XS_WRITE, b"OK\0")
-    assert realdaemons.raw_request(real_daemon, XS_READ, path.encode() + b"\0") == (
-        XS_READ, b"hello\x00\xffworld")
-    rtype, children = realdaemons.raw_request(real_daemon, XS_DIRECTORY, b"/\0")
-    assert rtype == XS_DIRECTORY
+    assert raw_request(
+        real_daemon, Op.WRITE, path.encode() + b"\0hello\x00\xffworld"
+    ) == (Op.WRITE, b"OK\0")
+    assert raw_request(real_daemon, Op.READ, path.encode() + b"\0") == (
+        Op.READ, b"hello\x00\xffworld")
+    rtype, children = raw_request(real_daemon, Op.DIRECTORY, b"/\0")
+    assert rtype == Op.DIRECTORY
     assert "tool" in children.decode().split("\0")
-    assert realdaemons.raw_request(
-        real_daemon, XS_READ, node_root.encode() + b"/missing\0"
-    ) == (XS_ERROR, b"ENOENT\0")
+    assert raw_request(
+        real_daemon, Op.READ, node_root.encode() + b"/missing\0"
+    ) == (Op.ERROR, b"ENOENT\0")
 
 
 def test_raw_replies_echo_ids_on_one_connection(real_daemon, node_root):
     path = (node_root + "/ids").encode()
-    with _connect(real_daemon) as sock:
-        sock.sendall(_header(XS_WRITE, path + b"\0v", req_id=77)
-                     + _header(XS_READ, path + b"\0", req_id=78))
-        replies = []
-        for _ in range(2):
-            hdr = realdaemons._recv_exact(sock, 16)
-            rtype, req_id, tx_id, length = realdaemons._HEADER.unpack(hdr)
-            replies.append((rtype, req_id, tx_id, realdaemons._recv_exact(sock, length)))
-    assert replies == [(XS_WRITE, 77, 0, b"OK\0"), (XS_READ, 78, 0, b"v")]
+    with RawConnection(real_daemon.socket_path, 5) as conn:
+        conn.sock.sendall(frame(Op.WRITE, path + b"\0v", rq_id=77)
+                          + frame(Op.READ, path + b"\0", rq_id=78))
+        replies = [conn.read_frame() for _ in range(2)]
+    assert replies == [(Op.WRITE, 77, 0, b"OK\0"), (Op.READ, 78, 0, b"v")]
 
 
 def test_c_clients(real_daemon, node_root):
-    run = realdaemons.run_c_client
+    run = xen_clients.run_c_client
     path = node_root + "/c"
     assert run(real_daemon, "xenstore-write", path, "from C").returncode == 0
     done = run(real_daemon, "xenstore-read", path)
     assert (done.returncode, done.stdout) == (0, "from C\n")
     # What the C client wrote is there for a raw reader too.
-    assert realdaemons.raw_request(real_daemon, XS_READ, path.encode() + b"\0") == (
-        XS_READ, b"from C")
+    assert raw_request(real_daemon, Op.READ, path.encode() + b"\0") == (
+        Op.READ, b"from C")
     assert run(real_daemon, "xenstore-list", node_root).stdout.split() == ["c"]
     assert 'c = "from C"' in run(real_daemon, "xenstore-ls", node_root).stdout
     assert run(real_daemon, "xenstore-exists", path).returncode == 0
     assert run(real_daemon, "xenstore-chmod", path, "n0", "r5").returncode == 0
-    assert realdaemons.raw_request(real_daemon, 3, path.encode() + b"\0") == (
-        3, b"n0\0r5\0")
+    assert raw_request(real_daemon, Op.GET_PERMS, path.encode() + b"\0") == (
+        Op.GET_PERMS, b"n0\0r5\0")
     watch = run(real_daemon, "xenstore-watch", "-n", "1", path)
     assert watch.returncode == 0 and path in watch.stdout
     assert run(real_daemon, "xenstore-rm", path).returncode == 0
@@ -155,17 +153,19 @@ def test_c_clients(real_daemon, node_root):
 def test_domain0_only(real_daemon):
     # Domain 0 counts as introduced; other domains cannot be introduced
     # (no grant mapping without a hypervisor): an error reply, no crash.
-    assert realdaemons.raw_request(real_daemon, 17, b"0\0") == (17, b"T\0")
-    rtype, payload = realdaemons.raw_request(real_daemon, 8, b"5\0" b"123\0" b"4\0")
-    assert rtype == XS_ERROR and payload in (b"ENOSYS\0", b"EINVAL\0")
-    assert realdaemons.raw_request(real_daemon, 17, b"5\0") == (17, b"F\0")
+    assert raw_request(real_daemon, Op.IS_DOMAIN_INTRODUCED, b"0\0") == (
+        Op.IS_DOMAIN_INTRODUCED, b"T\0")
+    rtype, payload = raw_request(real_daemon, Op.INTRODUCE, b"5\0" b"123\0" b"4\0")
+    assert rtype == Op.ERROR and payload in (b"ENOSYS\0", b"EINVAL\0")
+    assert raw_request(real_daemon, Op.IS_DOMAIN_INTRODUCED, b"5\0") == (
+        Op.IS_DOMAIN_INTRODUCED, b"F\0")
     assert real_daemon.alive()
 
 
 def test_client_env(real_daemon):
     env = real_daemon.client_env()
     assert env["XENSTORED_PATH"] == real_daemon.socket_path
-    assert env["LD_LIBRARY_PATH"].split(":")[0] == str(realdaemons.lib_dir())
+    assert env["LD_LIBRARY_PATH"].split(":")[0] == str(xen.lib_dir())
     assert "LD_PRELOAD" not in env
 
 
@@ -181,8 +181,8 @@ def test_lowlevel_xs(real_daemon, xs_lowlevel, node_root, monkeypatch):
         th = handle.transaction_start()
         handle.write(th, path, "in tx")
         assert handle.transaction_end(th) is True
-        assert realdaemons.raw_request(
-            real_daemon, XS_READ, path.encode() + b"\0") == (XS_READ, b"in tx")
+        assert raw_request(
+            real_daemon, Op.READ, path.encode() + b"\0") == (Op.READ, b"in tx")
         handle.rm("", path)
         assert handle.read("", path) is None
     finally:
@@ -191,7 +191,7 @@ def test_lowlevel_xs(real_daemon, xs_lowlevel, node_root, monkeypatch):
 
 def test_open_lowlevel_xs_restores_environment(real_daemon, xs_lowlevel, monkeypatch):
     monkeypatch.delenv("XENSTORED_PATH", raising=False)
-    handle = realdaemons.open_lowlevel_xs(real_daemon)
+    handle = xen_clients.open_lowlevel_xs(real_daemon)
     try:
         assert "tool" in handle.ls("", "/")
     finally:
@@ -221,7 +221,7 @@ def test_kill_during_pending_request_closes_socket(start_daemon, kind):
     sock = _connect(daemon)
     try:
         daemon.pause()
-        sock.sendall(_header(XS_DIRECTORY, b"/\0"))
+        sock.sendall(frame(Op.DIRECTORY, b"/\0"))
         sock.settimeout(0.3)
         with pytest.raises(socket.timeout):
             sock.recv(16)  # paused: no answer
@@ -241,24 +241,22 @@ def test_kill_during_pending_request_closes_socket(start_daemon, kind):
 @KIND_PARAMS
 def test_pause_and_resume(start_daemon, kind):
     daemon = start_daemon(kind)
-    with _connect(daemon) as sock:
+    with RawConnection(daemon.socket_path, 5) as conn:
         daemon.pause()
-        sock.sendall(_header(XS_READ, b"/tool\0", req_id=5))
-        sock.settimeout(0.3)
+        conn.sock.sendall(frame(Op.READ, b"/tool\0", rq_id=5))
+        conn.sock.settimeout(0.3)
         with pytest.raises(socket.timeout):
-            sock.recv(16)
+            conn.sock.recv(16)
         daemon.resume()
-        sock.settimeout(5)
-        hdr = realdaemons._recv_exact(sock, 16)
-        rtype, req_id, _tx, length = realdaemons._HEADER.unpack(hdr)
-        assert (rtype, req_id) == (XS_READ, 5)
-        realdaemons._recv_exact(sock, length)
+        conn.sock.settimeout(5)
+        rtype, rq_id, _tx, _payload = conn.read_frame()
+        assert (rtype, rq_id) == (Op.READ, 5)
 
 
 @KIND_PARAMS
 def test_trace_and_log_tail(start_daemon, kind):
     daemon = start_daemon(kind, trace=True)
-    realdaemons.raw_request(daemon, XS_WRITE, b"/traced\0x")
+    raw_request(daemon, Op.WRITE, b"/traced\0x")
     if kind == "xenstored":
         assert daemon.trace_path.exists()
         deadline = time.monotonic() + 5
@@ -274,11 +272,11 @@ import ctypes, os, signal, subprocess, sys
 # Become a child subreaper: the daemon, once orphaned, is re-parented to us,
 # so we can reap it and see that it died (instead of leaving a zombie to init).
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-tests, kind, workdir = sys.argv[1:4]
+repo, kind, workdir = sys.argv[1:4]
 parent = subprocess.Popen([sys.executable, "-c",
-    "import sys, time; sys.path.insert(0, %r); import realdaemons; "
-    "d = realdaemons.start(%r, %r); print(d.pid, flush=True); time.sleep(60)"
-    % (tests, kind, workdir)], stdout=subprocess.PIPE, text=True)
+    "import sys, time; sys.path.insert(0, %r); from tests.support import daemons; "
+    "d = daemons.start(%r, %r); print(d.pid, flush=True); time.sleep(60)"
+    % (repo, kind, workdir)], stdout=subprocess.PIPE, text=True)
 daemon_pid = int(parent.stdout.readline())
 parent.kill()              # the test process dies hard
 parent.wait()
@@ -291,11 +289,10 @@ print("daemon", daemon_pid, "died by signal", os.WTERMSIG(status))
 @KIND_PARAMS
 def test_daemon_dies_with_its_parent(tmp_path, kind):
     """A test process killed with SIGKILL must not leave its daemon behind."""
-    realdaemons.require(realdaemons.preload_library)
-    realdaemons.require(realdaemons.prefix)
-    tests_dir = os.path.dirname(os.path.abspath(realdaemons.__file__))
+    xen.require(xen.preload_library)
+    xen.require(xen.prefix)
     done = subprocess.run(
-        [sys.executable, "-c", _ORPHAN_CHECK, tests_dir, kind, str(tmp_path)],
+        [sys.executable, "-c", _ORPHAN_CHECK, str(REPO), kind, str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -304,38 +301,38 @@ def test_daemon_dies_with_its_parent(tmp_path, kind):
 
 def test_unknown_kind_is_rejected(tmp_path):
     with pytest.raises(ValueError):
-        realdaemons.require(realdaemons.start, "xenstored-ng", tmp_path)
+        xen.require(daemons.start, "xenstored-ng", tmp_path)
 
 
 def test_oxenstored_needs_root(tmp_path, monkeypatch):
     # Run as root here, so pretend not to be: the message must say why.
-    monkeypatch.setattr(realdaemons.os, "geteuid", lambda: 1000)
-    with pytest.raises(realdaemons.Unavailable, match="root"):
-        realdaemons.start("oxenstored", tmp_path)
+    monkeypatch.setattr(daemons.os, "geteuid", lambda: 1000)
+    with pytest.raises(xen.Unavailable, match="root"):
+        daemons.start("oxenstored", tmp_path)
 
 
 def test_oxenstored_dying_early_is_a_failure_not_a_skip(tmp_path, monkeypatch):
     # The machine can run it (checked first); a death with "mount" in its
     # log is still the daemon's failure.
-    realdaemons.require(realdaemons._check_private_mounts)
-    monkeypatch.setattr(realdaemons, "_OXENSTORED_SH", 'echo "mount: it broke" >&2; exit 3')
-    with pytest.raises(realdaemons.DaemonError, match="status 3"):
-        realdaemons.start("oxenstored", tmp_path)
+    xen.require(daemons._check_private_mounts)
+    monkeypatch.setattr(daemons, "_OXENSTORED_SH", 'echo "mount: it broke" >&2; exit 3')
+    with pytest.raises(xen.DaemonError, match="status 3"):
+        daemons.start("oxenstored", tmp_path)
 
 
 def test_no_unshare_is_unavailable_with_the_fix(monkeypatch):
-    monkeypatch.setattr(realdaemons, "_private_mounts", None)
-    monkeypatch.setattr(realdaemons.shutil, "which", lambda name: None)
-    with pytest.raises(realdaemons.Unavailable, match="apt-get install util-linux"):
-        realdaemons._check_private_mounts()
+    monkeypatch.setattr(daemons, "_private_mounts", None)
+    monkeypatch.setattr(daemons.shutil, "which", lambda name: None)
+    with pytest.raises(xen.Unavailable, match="apt-get install util-linux"):
+        daemons._check_private_mounts()
 
 
 def test_no_private_mounts_is_unavailable_with_the_reason(monkeypatch):
-    monkeypatch.setattr(realdaemons, "_private_mounts", None)
-    monkeypatch.setattr(realdaemons.subprocess, "run",
+    monkeypatch.setattr(daemons, "_private_mounts", None)
+    monkeypatch.setattr(daemons.subprocess, "run",
                         lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "not permitted"))
-    with pytest.raises(realdaemons.Unavailable, match="CAP_SYS_ADMIN.*not permitted"):
-        realdaemons._check_private_mounts()
+    with pytest.raises(xen.Unavailable, match="CAP_SYS_ADMIN.*not permitted"):
+        daemons._check_private_mounts()
 
 
 def test_kill_sends_other_signals(start_daemon):

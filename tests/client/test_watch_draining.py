@@ -16,8 +16,8 @@ import warnings
 
 import pytest
 
-import realdaemons
-from threaded import InThread
+from ..support import daemons
+from ..support.threads import InThread
 from pyxs import Client, Event
 from pyxs.exceptions import EventsDropped, PyXSError
 
@@ -137,7 +137,7 @@ def test_max_queued_events_must_be_positive():
 
 # ------------------------------------------------------------------ restarts
 
-@pytest.mark.parametrize("kind", realdaemons.KINDS)
+@pytest.mark.parametrize("kind", daemons.KINDS)
 def test_watches_survive_a_daemon_restart(start_daemon, kind, caplog):
     caplog.set_level(logging.DEBUG, logger="pyxs")
     daemon = start_daemon(kind)
@@ -148,7 +148,7 @@ def test_watches_survive_a_daemon_restart(start_daemon, kind, caplog):
         assert monitor.wait(timeout=10) == Event("/restart", "r")
         waiter = Worker(monitor.wait)
         time.sleep(0.2)
-        fresh = realdaemons.restart(daemon)
+        fresh = daemons.restart(daemon)
         # The watch made again announces itself: the cue to read again.
         assert waiter.value() == Event("/restart", "r")
         with Client(unix_socket_path=fresh.socket_path, socket_timeout=10) as writer:
@@ -164,7 +164,7 @@ def test_watches_survive_a_daemon_restart(start_daemon, kind, caplog):
             fresh.stop()
 
 
-@pytest.mark.parametrize("kind", realdaemons.KINDS)
+@pytest.mark.parametrize("kind", daemons.KINDS)
 def test_own_watch_survives_a_restart_and_calls_go_on(start_daemon, kind):
     daemon = start_daemon(kind)
     client = Client(unix_socket_path=daemon.socket_path, socket_timeout=20)
@@ -172,7 +172,7 @@ def test_own_watch_survives_a_restart_and_calls_go_on(start_daemon, kind):
     try:
         client.watch("/own", "o")
         assert client.wait(timeout=10) == Event("/own", "o")
-        fresh = realdaemons.restart(daemon)
+        fresh = daemons.restart(daemon)
         assert client.wait(timeout=20) == Event("/own", "o")
         client.write("/own/x", "1")
         assert client.read("/own/x") == "1"

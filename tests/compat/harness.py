@@ -30,7 +30,10 @@ import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import realdaemons
+from pyxs._internal import Op
+
+from ..support.wire import raw_request
+from ..support.xen_clients import open_handle
 
 #: The two sides, their subtree names (equal length on purpose).
 SIDES = ("real", "pyxs")
@@ -39,23 +42,6 @@ _MODULE_NAMES = re.compile(r"xen\.lowlevel\.xs|pyxs\._compat")
 _C_LOCATION = re.compile(r"^[\w/.]+\.c:\d+: ")
 _HANDLE = re.compile(r"[0-9A-F]+")
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
-
-
-def open_handle(module, socket_path: str, *args, **kwargs):
-    """``module.xs(*args, **kwargs)`` with XENSTORED_PATH pointing at
-    *socket_path* (and XENSTORED_RUNDIR unset) while it connects; the
-    same for both modules."""
-    saved = {name: os.environ.get(name) for name in ("XENSTORED_PATH", "XENSTORED_RUNDIR")}
-    os.environ["XENSTORED_PATH"] = socket_path
-    os.environ.pop("XENSTORED_RUNDIR", None)
-    try:
-        return module.xs(*args, **kwargs)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class Recorder:
@@ -268,7 +254,7 @@ def remove(socket_path: str, paths: List[str]) -> None:
     """Remove nodes with raw requests, independently of both modules."""
     for path in paths:
         try:
-            realdaemons.raw_request(socket_path, realdaemons.XS_RM, path.encode() + b"\0",
+            raw_request(socket_path, Op.RM, path.encode() + b"\0",
                                     timeout=5)
         except OSError:
             pass

@@ -19,15 +19,12 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-import guestring
-import realdaemons
-from emulator_wire import Closed, RawConnection
+from ..support import daemons, fuse, guestring, xen
+from ..support.wire import Closed, PtyConnection, RawConnection
 from pyxs import Client
 from pyxs._internal import Op
 from pyxs.testing import XenStoreServer
-from test_emulator_differential import Pair, programs, tx_programs
-from test_emulator_server import PtyConnection
-from test_guest_realdaemons import _check_fuse
+from .test_differential import Pair, programs, tx_programs
 
 pytestmark = pytest.mark.realdaemon
 
@@ -42,7 +39,7 @@ CLEANUP = [(Op.RM, b"/t\0"), (Op.RM, HOME + b"/t\0")]
 
 class DeviceConnection(PtyConnection):
     """One open of a XenBus device, speaking raw messages, like
-    emulator_wire.RawConnection on a socket.
+    tests.support.wire.RawConnection on a socket.
 
     :param dead: tells whether the daemon has stopped serving the ring
         (the emulator where xenstored would have aborted), so that a
@@ -63,11 +60,11 @@ class DeviceConnection(PtyConnection):
             return [], ("write() failed", exc.errno)
         return self.reply(rq_id)
 
-    def _next(self):
+    def _read(self):
         deadline = time.monotonic() + self._timeout
         poll = select.poll()
         poll.register(self.fd, select.POLLIN)
-        while not self._pending:
+        while True:
             if self._dead():
                 raise Closed()
             if time.monotonic() > deadline:
@@ -77,8 +74,8 @@ class DeviceConnection(PtyConnection):
                     data = os.read(self.fd, 65536)
                 except BlockingIOError:
                     continue
-                self._pending.extend(self._decoder.feed(data))
-        return self._pending.pop(0)
+                if data:  # A device has no end: nothing yet, wait on.
+                    return data
 
 
 class GuestPair(Pair):
@@ -93,9 +90,9 @@ class GuestPair(Pair):
         super().__init__(workdir_factory)
 
     def _start(self):
-        realdaemons.require(_check_fuse)
+        xen.require(fuse.check)
         work = self._factory.mktemp("guest")
-        self.real = realdaemons.require(realdaemons.start, self.kind, work)
+        self.real = xen.require(daemons.start, self.kind, work)
         self.guest = guestring.Guest(self.real, DOMID, work).start()
         self.emu = XenStoreServer(xenbus_path=str(work / "emulated-xenbus"),
                                   xenbus_domid=DOMID).start()

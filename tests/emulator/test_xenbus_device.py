@@ -11,17 +11,16 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from pyxs import Client
+from pyxs import Client, PyXSError
 from pyxs._internal import HEADER, Op, PacketDecoder
 from pyxs.testing import XenStoreServer
 from pyxs.testing._xenbus import DEVICE_BUFFER, Frontend
-from test_emulator_server import run_with_plugin
+from ..support import fuse
+from ..support.commands import checkout_env, emulator_command, run_pytest
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _message(op, payload, rq_id=1, tx_id=0):
@@ -181,13 +180,19 @@ def test_release_removes_the_opens_watches():
 
 # ------------------------------------------------- the device on the emulator
 
+def skip_without_fuse():
+    """Skip the test when, and only when, this machine cannot mount a
+    FUSE file system (the reason says how to enable it)."""
+    reason = fuse.unavailable()
+    if reason is not None:
+        pytest.skip("serving a XenBus device needs FUSE: " + reason)
+
+
 @pytest.fixture
 def device(tmp_path):
+    skip_without_fuse()
     server = XenStoreServer(xenbus_path=str(tmp_path / "xenbus"), xenbus_domid=4)
-    try:
-        server.start()
-    except OSError as exc:
-        pytest.skip("cannot mount a FUSE file system here (%s): run as root" % exc)
+    server.start()
     try:
         with Client(unix_socket_path=server.socket_path) as dom0:
             dom0.mkdir("/local/domain/4")
@@ -289,37 +294,27 @@ def test_the_device_goes_with_the_server(device):
 
 
 def test_command_serves_a_xenbus_device(tmp_path):
+    skip_without_fuse()
     path = str(tmp_path / "xenbus")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "pyxs.testing", "--socket",
-                             str(tmp_path / "sock"), "--xenbus", path, "--domid", "6"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with emulator_command("--socket", str(tmp_path / "sock"), "--xenbus", path,
+                          "--domid", "6") as proc:
         assert proc.stdout.readline().strip().startswith("socket: ")
         line = proc.stdout.readline().strip()
-        if not line:
-            pytest.skip("cannot mount a FUSE file system here: %s" % proc.stderr.read())
-        assert line == "xenbus: %s (domain 6)" % path
+        assert line == "xenbus: %s (domain 6)" % path, proc.stderr.read()
         with Client(xen_bus_path=path) as guest:
             assert guest.get_domain_path(6) == "/local/domain/6"
-            with pytest.raises(Exception) as info:
+            with pytest.raises(PyXSError) as info:
                 guest.write("/forbidden", "x")
             assert info.value.errno == errno.EACCES
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
-        proc.stderr.close()
     assert not os.path.lexists(path)
 
 
 def test_command_refuses_pty_and_xenbus_together(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-m", "pyxs.testing", "--pty", "--xenbus",
-                           str(tmp_path / "x")], capture_output=True, text=True, env=env,
-                          timeout=30)
+                           str(tmp_path / "x")], capture_output=True, text=True,
+                          env=checkout_env(), timeout=30)
     assert proc.returncode == 1
     assert "cannot be used together" in proc.stderr
 
@@ -333,9 +328,8 @@ def test_guest_client(xenstore_guest_client, xenstore_guest_server):
 
 
 def test_guest_fixtures(tmp_path):
-    proc = run_with_plugin(tmp_path, GUEST_PLUGIN_TEST)
-    if "1 skipped" in proc.stdout:
-        pytest.skip("the guest fixtures cannot mount a FUSE file system here")
+    skip_without_fuse()
+    proc = run_pytest(tmp_path, {"test_uses_plugin.py": GUEST_PLUGIN_TEST})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
 

@@ -5,7 +5,7 @@ was lost, walk's error handling and its paged listings,
 run_in_transaction with one attempt, and bytes-like arguments.
 
 They hold for any correct client, whatever its internals: a scripted
-server (tests/test_faults.py) where a daemon cannot be made to misbehave,
+server (tests/support/fakeserver.py) where a daemon cannot be made to misbehave,
 every backend otherwise.
 """
 
@@ -17,9 +17,7 @@ from pyxs import Client, UnixSocketConnection
 from pyxs._internal import Event, Op, Packet, PacketDecoder
 from pyxs.client import PIPELINE_DEPTH
 from pyxs.exceptions import ConnectionError, PyXSError, UnexpectedPacket
-from test_client import names_totalling, nothing_sent, other_client
-
-TIMEOUT = 10
+from .helpers import TIMEOUT, names_totalling, nothing_sent, other_client
 
 
 def scripted_client(srv):

@@ -3,24 +3,22 @@ start and stop, the command, the pytest fixtures, and pyxs's own Client
 against it."""
 
 import os
-import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from emulator_wire import Closed, RawConnection
+from ..support.commands import checkout_env, emulator_command, run_pytest
+from ..support.wire import Closed, PtyConnection, RawConnection
 from pyxs._internal import HEADER, Op, PacketDecoder
 from pyxs.testing import XenStoreServer
 from pyxs.testing._server import Loop
 from pyxs.testing._store import Store
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _open_fds():
@@ -261,33 +259,6 @@ def test_many_concurrent_clients():
 
 # ------------------------------------------------------------ pseudo-tty
 
-class PtyConnection(RawConnection):
-    """RawConnection over the emulator's pseudo-terminal."""
-
-    def __init__(self, path):  # noqa: D107 - no socket here
-        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-        self._decoder = PacketDecoder()
-        self._pending = []
-        self._rq_id = 0
-
-    def close(self):
-        os.close(self.fd)
-
-    def send(self, op, payload, tx_id=0):
-        self._rq_id += 1
-        os.write(self.fd, HEADER.pack(op, self._rq_id, tx_id, len(payload)) + payload)
-        return self._rq_id
-
-    timeout = 5.0
-
-    def _next(self):
-        while not self._pending:
-            if not select.select([self.fd], [], [], self.timeout)[0]:
-                raise TimeoutError("no answer on the pseudo-terminal")
-            self._pending.extend(self._decoder.feed(os.read(self.fd, 65536)))
-        return self._pending.pop(0)
-
-
 def test_pty_as_dom0():
     with XenStoreServer(pty=True) as server:
         assert server.pty_path and os.path.exists(server.pty_path)
@@ -350,10 +321,7 @@ def test_pty_oversized_frame_is_ignored_not_closed():
 
 def test_command_serves_until_sigterm(tmp_path):
     path = str(tmp_path / "sock")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "pyxs.testing", "--socket", path, "--pty"],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    try:
+    with emulator_command("--socket", path, "--pty") as proc:
         assert proc.stdout.readline().strip() == "socket: %s" % path
         assert proc.stdout.readline().startswith("pty: /dev/pts/")
         conn = RawConnection(path)
@@ -361,18 +329,13 @@ def test_command_serves_until_sigterm(tmp_path):
         conn.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
     assert not os.path.exists(path)
 
 
 def test_command_reports_a_bad_socket_path(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-m", "pyxs.testing", "--socket",
                            str(tmp_path / "missing-dir" / "sock")],
-                          capture_output=True, text=True, env=env, timeout=30)
+                          capture_output=True, text=True, env=checkout_env(), timeout=30)
     assert proc.returncode == 1
     assert "cannot start" in proc.stderr
 
@@ -393,33 +356,8 @@ def test_fresh_each_time(xenstore_client):
 '''
 
 
-def _plugin_installed():
-    from importlib.metadata import entry_points
-
-    try:
-        found = entry_points(group="pytest11")
-    except TypeError:  # Python < 3.10
-        found = entry_points().get("pytest11", [])
-    return any(ep.value == "pyxs.pytest_plugin" for ep in found)
-
-
-def run_with_plugin(tmp_path, source):
-    """Run pytest on a test file holding *source*, with pyxs's plugin;
-    return the CompletedProcess."""
-    (tmp_path / "test_uses_plugin.py").write_text(source)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    # The child is a user's own test run: tools/mutate's state is not its.
-    env.pop("MUTANT_UNDER_TEST", None)
-    # Installed, pyxs registers the plugin itself; otherwise ask for it.
-    load = [] if _plugin_installed() else ["-p", "pyxs.pytest_plugin"]
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-                          + load + [str(tmp_path)],
-                          capture_output=True, text=True, env=env, cwd=str(tmp_path),
-                          timeout=120)
-
-
 def test_pytest_plugin_fixtures(tmp_path):
-    proc = run_with_plugin(tmp_path, PLUGIN_TEST)
+    proc = run_pytest(tmp_path, {"test_uses_plugin.py": PLUGIN_TEST})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3 passed" in proc.stdout
 

@@ -7,6 +7,7 @@ test instead of hanging it; waits without a timeout run in a thread
 joined with a timeout.
 """
 
+import errno
 import socket
 import threading
 import time
@@ -16,7 +17,10 @@ import pytest
 from pyxs import Client, Event, Monitor, UnixSocketConnection, XenBusConnection
 from pyxs.exceptions import PyXSError
 from pyxs.testing import XenStoreServer
-from threaded import InThread
+
+from ..support.fakeserver import FakeServer
+from ..support.threads import InThread
+from .helpers import TIMEOUT, errno_of
 
 #: Seconds any expected event may take to arrive.
 SOON = 5.0
@@ -266,36 +270,22 @@ def test_client_wait_in_a_thread_while_the_same_client_writes(client, root):
 
 # ------------------------------------------------------ idle wait is free
 
-class CountingProxy:
-    """A Unix-socket proxy that counts the bytes each way."""
+class CountingProxy(FakeServer):
+    """A Unix-socket proxy to *target* that counts the bytes each way."""
 
     def __init__(self, path, target):
-        self.path = str(path)
         self.target = target
         self.up = 0      # client -> daemon
         self.down = 0    # daemon -> client
-        self._lock = threading.Lock()
-        self._socks = []
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(self.path)
-        self._listener.listen(4)
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
+        self._count_lock = threading.Lock()
+        super().__init__(path, self._relay)
 
-    def _accept(self):
-        while True:
-            try:
-                near, _ = self._listener.accept()
-            except OSError:
-                return
-            far = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _relay(self, near, _index):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as far:
             far.connect(self.target)
-            self._socks += [near, far]
-            for src, dst, way in ((near, far, "up"), (far, near, "down")):
-                thread = threading.Thread(target=self._pump, args=(src, dst, way),
-                                          daemon=True)
-                self._threads.append(thread)
-                thread.start()
+            upward = self.spawn(self._pump, near, far, "up")
+            self._pump(far, near, "down")
+            upward.join()
 
     def _pump(self, src, dst, way):
         try:
@@ -303,7 +293,7 @@ class CountingProxy:
                 data = src.recv(65536)
                 if not data:
                     break
-                with self._lock:
+                with self._count_lock:
                     setattr(self, way, getattr(self, way) + len(data))
                 dst.sendall(data)
         except OSError:
@@ -313,15 +303,6 @@ class CountingProxy:
                 dst.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-
-    def close(self):
-        self._listener.close()
-        for sock in self._socks:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
 
 
 @pytest.fixture
@@ -416,3 +397,31 @@ def test_monitor_over_xenbus_device(tmp_path):
                 expect_nothing(monitor)
         finally:
             monitor.close()
+
+
+# ---------------------------------------------------------------- monitor
+
+def test_monitor_watch_wait_unwatch(client, root):
+    client.mkdir(root)
+    m = client.monitor()
+    assert isinstance(m, Monitor)
+    with m:
+        m.watch(root, "tok")
+        assert m.wait(timeout=TIMEOUT) == Event(root, "tok")     # fired on registration
+        client.write(root + "/w", "v")
+        assert m.wait(timeout=TIMEOUT) == Event(root + "/w", "tok")
+        m.unwatch(root, "tok")
+        with pytest.raises(PyXSError) as info:
+            m.unwatch(root, "tok")
+        assert errno_of(info) == errno.ENOENT
+
+
+def test_monitor_sees_commits_only(client, root):
+    client.mkdir(root)
+    with client.monitor() as m:
+        m.watch(root + "/tx", "t")
+        assert m.wait(timeout=TIMEOUT) == Event(root + "/tx", "t")
+        with client.transaction() as t:
+            t.write(root + "/tx", "v")
+            assert m.wait(timeout=0.3) is None
+        assert m.wait(timeout=TIMEOUT) == Event(root + "/tx", "t")

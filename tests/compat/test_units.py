@@ -15,8 +15,6 @@ import ctypes
 import errno
 import os
 import select
-import socket
-import struct
 import threading
 import time
 import uuid
@@ -27,106 +25,80 @@ from hypothesis import assume, given, settings, strategies as st
 import pyxs.connection
 import pyxs._compat as compat
 import pyxs._cnumbers as cnumbers
-from compat_harness import SIDES, Recorder, differential, open_handle
+from pyxs._internal import Op
 
-HEADER = struct.Struct("=IIII")
-READ, GET_PERMS, WATCH, UNWATCH, TX_START, RM, WATCH_EVENT, ERROR, WRITE = (
-    2, 3, 4, 5, 6, 13, 15, 16, 11)
-
-
-# ----------------------------------------------------------------------
-# A scripted XenStore
+from ..support.fakeserver import FakeServer
+from ..support.wire import FrameReader, frame
+from ..support.xen_clients import open_handle
+from .harness import SIDES, Recorder, differential
 
 
-class FakeDaemon:
+# A scripted XenStore.
+
+class FakeDaemon(FakeServer):
     """A Unix-socket server that answers each request through
     ``script(op, payload) -> [(op, payload), ...]`` (the first packet
     gets the request's ids, the others go out as they are, with ids 0).
     Has the two attributes the harness uses: ``socket_path``, ``alive()``.
     """
 
-    def __init__(self, directory, script):
-        self.socket_path = str(directory / ("fake-%s.sock" % uuid.uuid4().hex[:8]))
-        self._script = script
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(self.socket_path)
-        self._server.listen(8)
-        self._stopped = False
-        self._connections = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
     kind = "fake"
+
+    def __init__(self, directory, script):
+        self._script = script
+        self._stopped = False
+        super().__init__(directory / ("fake-%s.sock" % uuid.uuid4().hex[:8]), self._answer)
 
     def alive(self):
         return not self._stopped
 
     def stop(self):
         self._stopped = True
-        self._server.close()
-        for connection in self._connections:
-            try:
-                connection.close()
-            except OSError:
-                pass
+        self.close()
 
-    def _accept(self):
-        while not self._stopped:
-            try:
-                connection, _ = self._server.accept()
-            except OSError:
-                return
-            self._connections.append(connection)
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection):
-        buffer = b""
+    def _answer(self, connection, _index):
+        frames = FrameReader(lambda: connection.recv(65536))
         try:
             while True:
-                data = connection.recv(65536)
-                if not data:
-                    return
-                buffer += data
-                while len(buffer) >= HEADER.size:
-                    op, rq_id, tx_id, size = HEADER.unpack_from(buffer)
-                    if len(buffer) < HEADER.size + size:
-                        break
-                    payload = buffer[HEADER.size:HEADER.size + size]
-                    buffer = buffer[HEADER.size + size:]
-                    packets = self._script(op, payload)
-                    out = b""
-                    for i, (reply_op, reply) in enumerate(packets):
-                        ids = (rq_id, tx_id) if i == 0 else (0, 0)
-                        out += HEADER.pack(reply_op, ids[0], ids[1], len(reply)) + reply
-                    connection.sendall(out)
+                op, rq_id, tx_id, payload = frames.read_frame()
+                connection.sendall(b"".join(
+                    frame(reply_op, reply, *((rq_id, tx_id) if i == 0 else (0, 0)))
+                    for i, (reply_op, reply) in enumerate(self._script(op, payload))))
         except OSError:
-            return
+            return  # The client went away (Closed included).
 
 
-def scripted(op, payload):
-    """The fake daemon's answers, chosen by the request's path."""
-    path = payload.split(b"\0", 1)[0]
-    if op == READ and path.startswith(b"/err/"):
-        return [(ERROR, path[len(b"/err/"):] + b"\0")]
-    if op == READ and path == b"/wrong-type":
-        return [(WRITE, b"OK\0")]
-    if op == GET_PERMS and path.startswith(b"/perm/"):
-        return [(GET_PERMS, bytes.fromhex(path[len(b"/perm/"):].decode()))]
-    if op == TX_START:
-        return [(TX_START, scripted.transaction_ids.pop(0))]
-    if op == WATCH:
-        token = payload.split(b"\0")[1]
-        events = [(WATCH_EVENT, b"%s\0%s\0" % (path, token))]
-        if path == b"/foreign":
-            # Tokens that are not ours: not a number, and a number that
-            # is no object's address.
-            events = [(WATCH_EVENT, b"/foreign/a\0junk\0"),
-                      (WATCH_EVENT, b"/foreign/b\0" + b"8\0"),
-                      (WATCH_EVENT, b"/foreign/c\0" + b" " + token + b"xyz\0")] + events
-        return [(WATCH, b"OK\0")] + events
-    if op == READ:
-        return [(READ, b"value of " + path)]
-    return [(op, b"OK\0")]
+def scripted(transaction_ids):
+    """The fake daemon's answers, chosen by the request's path;
+    TRANSACTION_START answers with *transaction_ids* in turn, twice over
+    (once for each side of the differential)."""
+    transaction_ids = list(transaction_ids) * 2
+
+    def answer(op, payload):
+        path = payload.split(b"\0", 1)[0]
+        if op == Op.READ and path.startswith(b"/err/"):
+            return [(Op.ERROR, path[len(b"/err/"):] + b"\0")]
+        if op == Op.READ and path == b"/wrong-type":
+            return [(Op.WRITE, b"OK\0")]
+        if op == Op.GET_PERMS and path.startswith(b"/perm/"):
+            return [(Op.GET_PERMS, bytes.fromhex(path[len(b"/perm/"):].decode()))]
+        if op == Op.TRANSACTION_START:
+            return [(Op.TRANSACTION_START, transaction_ids.pop(0))]
+        if op == Op.WATCH:
+            token = payload.split(b"\0")[1]
+            events = [(Op.WATCH_EVENT, b"%s\0%s\0" % (path, token))]
+            if path == b"/foreign":
+                # Tokens that are not ours: not a number, and a number that
+                # is no object's address.
+                events = [(Op.WATCH_EVENT, b"/foreign/a\0junk\0"),
+                          (Op.WATCH_EVENT, b"/foreign/b\0" + b"8\0"),
+                          (Op.WATCH_EVENT, b"/foreign/c\0" + b" " + token + b"xyz\0")] + events
+            return [(Op.WATCH, b"OK\0")] + events
+        if op == Op.READ:
+            return [(Op.READ, b"value of " + path)]
+        return [(op, b"OK\0")]
+
+    return answer
 
 
 @pytest.fixture
@@ -134,8 +106,8 @@ def run_fake(xs_lowlevel, tmp_path):
     daemons = []
 
     def _run(scenario, transaction_ids=()):
-        scripted.transaction_ids = list(transaction_ids) * 2
-        fakes = {side: FakeDaemon(tmp_path, scripted) for side in SIDES}
+        answer = scripted(transaction_ids)
+        fakes = {side: FakeDaemon(tmp_path, answer) for side in SIDES}
         daemons.extend(fakes.values())
         return differential(scenario, {"real": xs_lowlevel, "pyxs": compat}, fakes)
     yield _run

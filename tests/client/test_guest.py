@@ -8,28 +8,19 @@ file with Linux's rules, one conversation per open.  Dom0 prepares
 """
 
 import errno
-import os
 import struct
 import time
 
 import pytest
 
-import guestring
-import realdaemons
+from ..support import fuse, guestring
+from ..support import daemons, xen
 from pyxs import Client, ConnectionError, InvalidPayload, PyXSError
 from pyxs.connection import XenBusConnection
 from pyxs.testing import XenStoreServer
 
 DOMID = 5
 HOME = "/local/domain/%d" % DOMID
-
-
-def _check_fuse():
-    if os.geteuid() != 0:
-        raise realdaemons.Unavailable(
-            "serving a guest's XenBus device mounts a FUSE file system: run as root")
-    if not os.path.exists("/dev/fuse"):
-        raise realdaemons.Unavailable("/dev/fuse is missing (modprobe fuse)")
 
 
 class Setup:
@@ -82,12 +73,12 @@ def _emulated(tmp_path):
 
 
 def _real(kind, start_daemon, tmp_path):
-    realdaemons.require(_check_fuse)
+    xen.require(fuse.check)
     daemon = start_daemon(kind)
     yield from _setup(daemon, guestring.Guest(daemon, DOMID, tmp_path).start())
 
 
-@pytest.fixture(params=realdaemons.KINDS + ("emulator",))
+@pytest.fixture(params=daemons.KINDS + ("emulator",))
 def setup(request, start_daemon, tmp_path):
     """Domain 5 on each real daemon and on the emulator's XenBus device."""
     if request.param == "emulator":
@@ -96,7 +87,7 @@ def setup(request, start_daemon, tmp_path):
         yield from _real(request.param, start_daemon, tmp_path)
 
 
-@pytest.fixture(params=realdaemons.KINDS)
+@pytest.fixture(params=daemons.KINDS)
 def real(request, start_daemon, tmp_path):
     """Domain 5 on each real daemon (for what needs the ring itself)."""
     yield from _real(request.param, start_daemon, tmp_path)

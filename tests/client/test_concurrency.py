@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-import realdaemons
-from threaded import InThread
+from ..support import daemons
+from ..support.threads import InThread
 from pyxs import Client, Event
 from pyxs.exceptions import ConnectionError, PyXSError, Timeout
 
@@ -219,7 +219,7 @@ def test_transaction_belongs_to_the_client_not_the_thread(xenstore, client, root
 
 # --------------------------------------------- daemons that die or stop
 
-@pytest.mark.parametrize("kind", realdaemons.KINDS)
+@pytest.mark.parametrize("kind", daemons.KINDS)
 def test_killed_daemon_fails_pending_calls_and_waits(start_daemon, kind):
     """Calls in flight fail at once; a waiter fails once no new connection
     could be made within the timeout (3 s here)."""
@@ -254,7 +254,7 @@ def test_killed_daemon_fails_pending_calls_and_waits(start_daemon, kind):
         client.close()
 
 
-@pytest.mark.parametrize("kind", realdaemons.KINDS)
+@pytest.mark.parametrize("kind", daemons.KINDS)
 def test_killed_daemon_stops_busy_threads(start_daemon, kind):
     daemon = start_daemon(kind)
     client = Client(unix_socket_path=daemon.socket_path, socket_timeout=20)
@@ -283,7 +283,7 @@ def test_killed_daemon_stops_busy_threads(start_daemon, kind):
         client.close()
 
 
-@pytest.mark.parametrize("kind", realdaemons.KINDS)
+@pytest.mark.parametrize("kind", daemons.KINDS)
 def test_paused_daemon_times_out_then_client_recovers(start_daemon, kind):
     daemon = start_daemon(kind)
     client = Client(unix_socket_path=daemon.socket_path, socket_timeout=1)
@@ -310,7 +310,7 @@ def test_paused_daemon_times_out_then_client_recovers(start_daemon, kind):
 
 # ------------------------------------------------------- connecting
 
-@pytest.mark.parametrize("kind", realdaemons.KINDS)
+@pytest.mark.parametrize("kind", daemons.KINDS)
 def test_connect_waits_while_the_daemon_is_slow_to_accept(start_daemon, kind):
     """libxenstore's blocking connect waits for the daemon to accept; so
     must ours, within the timeout, even when the daemon's (small) accept

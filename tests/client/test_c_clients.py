@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-import realdaemons
+from ..support import xen_clients
 from pyxs import Event, PyXSError
 
 pytestmark = pytest.mark.realdaemon
@@ -25,7 +25,7 @@ BINARY = b"\x01\x02\xff\x00x y\n\t\r\\\x7f\x80\xc3("
 
 def c(xenstore, name, *args, **kwargs):
     """Run a C client and fail with its stderr unless it succeeded."""
-    result = realdaemons.run_c_client(xenstore, name, *args, **kwargs)
+    result = xen_clients.run_c_client(xenstore, name, *args, **kwargs)
     assert result.returncode == 0, (name, args, result.stderr)
     return result
 
@@ -115,16 +115,16 @@ def test_xenstore_list_lists_pyxs_children(client, xenstore, root):
 
 def test_xenstore_exists_after_pyxs_write_and_rm(client, xenstore, root):
     client.write(root + "/e", "v")
-    assert realdaemons.run_c_client(xenstore, "xenstore-exists", root + "/e").returncode == 0
+    assert xen_clients.run_c_client(xenstore, "xenstore-exists", root + "/e").returncode == 0
     client.rm(root + "/e")
-    assert realdaemons.run_c_client(xenstore, "xenstore-exists", root + "/e").returncode != 0
-    assert realdaemons.run_c_client(xenstore, "xenstore-read", root + "/e").returncode != 0
+    assert xen_clients.run_c_client(xenstore, "xenstore-exists", root + "/e").returncode != 0
+    assert xen_clients.run_c_client(xenstore, "xenstore-read", root + "/e").returncode != 0
 
 
 def test_pyxs_transaction_visible_to_c_clients_after_commit(client, xenstore, root):
     t = client.transaction()
     t.write(root + "/tx", "v")
-    assert realdaemons.run_c_client(xenstore, "xenstore-exists", root + "/tx").returncode != 0
+    assert xen_clients.run_c_client(xenstore, "xenstore-exists", root + "/tx").returncode != 0
     t.transaction_end(commit=True)
     assert c(xenstore, "xenstore-read", root + "/tx").stdout == "v\n"
 
@@ -194,8 +194,8 @@ def c_watcher(xenstore, root, count):
     """``xenstore-watch -n count root``, running, its watch in place (the
     registration event read); killed on the way out if still running."""
     watcher = subprocess.Popen(
-        realdaemons.c_client("xenstore-watch") + ["-n", str(count), root],
-        env=realdaemons.client_env(xenstore.socket_path),
+        xen_clients.c_client("xenstore-watch") + ["-n", str(count), root],
+        env=xen_clients.client_env(xenstore.socket_path),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         # The watch fires once when it is registered: then it is in place.

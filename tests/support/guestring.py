@@ -1,7 +1,7 @@
 """A made-up guest domain on a real XenStore daemon, for pyxs's tests.
 
-With ``xenfake`` (see xenfake/README.rst) a daemon started by
-:mod:`realdaemons` maps a guest's XenStore page from the file
+With ``xenfake`` (see tests/xenfake/README.rst) a daemon started by
+:mod:`tests.support.daemons` maps a guest's XenStore page from the file
 ``<daemon.guest_dir>/<domid>/page`` and signals the guest's event channel
 through Unix datagram sockets.  This module plays the guest:
 
@@ -9,7 +9,7 @@ through Unix datagram sockets.  This module plays the guest:
   on that page: a 1024-byte request ring and a 1024-byte response ring,
   free-running 32-bit producer/consumer indexes, each index published
   after the data it covers, and a notification after every move;
-* run as a script (``python guestring.py ...``) it is the guest's kernel:
+* run as ``python -m tests.support.guestring ...`` it is the guest's kernel:
   it serves the ring to programs through ``pyxs.testing``'s
   :class:`~pyxs.testing._xenbus.FuseDevice`, one conversation per open,
   by the rules of Linux's ``/dev/xen/xenbus``;
@@ -35,12 +35,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
-_HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+from pyxs.testing._xenbus import Frontend, FuseDevice, unmount
 
-from pyxs.testing._xenbus import Frontend, FuseDevice, unmount  # noqa: E402
+from . import daemons
+
+#: The checkout: the guest's kernel runs as ``python -m tests.support.guestring`` in it.
+_ROOT = Path(__file__).resolve().parents[2]
 
 PAGE_SIZE = 4096
 RING_SIZE = 1024
@@ -206,7 +206,7 @@ def serve(page: str, evtchn: str, notify: str, domid: int, mountpoint: str) -> N
 # --------------------------------------------------------------------------
 
 class Guest:
-    """Made-up domain *domid* on *daemon* (a :class:`realdaemons.Daemon`
+    """Made-up domain *domid* on *daemon* (a :class:`daemons.Daemon`
     started with guests enabled), its XenBus device served under
     *workdir*.
 
@@ -240,15 +240,14 @@ class Guest:
             os.close(fd)
         env = dict(os.environ, PYTHONPATH=str(_ROOT))
         env.pop("LD_PRELOAD", None)
-        import realdaemons  # the tests directory is on sys.path
 
         self._proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--page", str(self.page_path),
+            [sys.executable, "-m", __name__, "--page", str(self.page_path),
              "--evtchn", self.evtchn_path, "--notify", str(self.dir / "notify"),
              "--domid", str(self.domid), "--mount", str(self.mountpoint)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,
-            preexec_fn=realdaemons._death_signal_preexec(os.getpid()))
+            preexec_fn=daemons.death_signal_preexec(os.getpid()))
         line = self._proc.stdout.readline()
         if line.strip() != "ready":
             self._proc.wait(timeout)

@@ -18,7 +18,8 @@ import pytest
 
 import pyxs
 import pyxs._compat as compat
-from compat_harness import SIDES, Recorder, differential, open_handle
+from ..support.xen_clients import open_handle
+from .harness import SIDES, Recorder, differential
 
 # ----------------------------------------------------------------------
 # Fixtures

@@ -15,6 +15,7 @@ what it created, with requests both daemons see.  After a failing
 example both are restarted, so that shrinking starts from a clean slate.
 """
 
+import contextlib
 import os
 import signal
 import time
@@ -22,8 +23,8 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import realdaemons
-from emulator_wire import Closed, RawConnection
+from ..support import daemons, xen
+from ..support.wire import Closed, RawConnection
 from pyxs._internal import Op
 from pyxs.testing import XenStoreServer
 
@@ -182,7 +183,7 @@ class Pair:
         self._start()
 
     def _start(self):
-        self.real = realdaemons.require(realdaemons.start, "xenstored",
+        self.real = xen.require(daemons.start, "xenstored",
                                         self._factory.mktemp("xenstored"))
         self.emu = XenStoreServer().start()
         self.dirty = False
@@ -200,30 +201,56 @@ class Pair:
     def connect(self):
         return [RawConnection(self.real.socket_path), RawConnection(self.emu.socket_path)]
 
+    @contextlib.contextmanager
+    def connections(self):
+        """:data:`CONNECTIONS` pairs ``[real, emulator]`` of connections
+        and the log of what is exchanged on them; closed afterwards (the
+        pairs the list holds then)."""
+        conns = [self.connect() for _ in range(CONNECTIONS)]
+        try:
+            yield conns, []
+        finally:
+            for both in conns:
+                for conn in both:
+                    conn.close()
+
+    def clean_up(self, conns, log):
+        """Remove what programs make, comparing the answers too."""
+        for path in CLEANUP:
+            self._exchange(conns, log, 0, Op.RM, path + b"\0", (0, 0))
+
     def run(self, program):
+        """Run a program of :data:`steps` on both daemons."""
         if self.dirty:
             self.restart()
         self.dirty = True
-        conns = [self.connect() for _ in range(CONNECTIONS)]
         transactions = [[] for _ in range(CONNECTIONS)]
-        log = []
-        try:
-            for index, kind, tx, *args in program:
-                if not self._step(conns, transactions, log, index, kind, tx, args):
-                    # Both daemons refused to go on (see _exchange): the
-                    # program ends here, and both restart for the next.
-                    return
-            for path in CLEANUP:
-                self._exchange(conns, log, 0, Op.RM, path + b"\0", (0, 0))
-        except (AssertionError, Closed, OSError) as exc:
-            tail = "" if self.real.alive() else "\nxenstored died:\n" + self.real.log_tail()
-            raise AssertionError("%r%s\nprogram so far:\n%s"
-                                 % (exc, tail, "\n".join(log))) from None
-        finally:
-            for pair in conns:
-                for conn in pair:
-                    conn.close()
+        with self.connections() as (conns, log):
+            try:
+                for index, kind, tx, *args in program:
+                    if not self._step(conns, transactions, log, index, kind, tx, args):
+                        # Both daemons refused to go on (see _exchange): the
+                        # program ends here, and both restart for the next.
+                        return
+                self.clean_up(conns, log)
+            except (AssertionError, Closed, OSError) as exc:
+                tail = "" if self.real.alive() else "\nxenstored died:\n" + self.real.log_tail()
+                raise AssertionError("%r%s\nprogram so far:\n%s"
+                                     % (exc, tail, "\n".join(log))) from None
         self.dirty = False
+
+    def compare(self, program):
+        """Run a fixed program of ``(connection, op, payload, tx)``
+        requests on both daemons; *tx* labels a transaction (0: none)."""
+        with self.connections() as (conns, log):
+            ids = {0: (0, 0)}
+            for index, op, payload, tx in program:
+                result = self._exchange(conns, log, index, op, payload, ids.get(tx, (tx, tx)))
+                assert result is not None, \
+                    "the emulator dropped the connection:\n" + "\n".join(log)
+                if op == Op.TRANSACTION_START and result[0] == Op.TRANSACTION_START:
+                    ids[tx] = (int(result[1][0][:-1]), int(result[1][1][:-1]))
+            self.clean_up(conns, log)
 
     def _step(self, conns, transactions, log, index, kind, tx, args):
         if kind == "reconnect":
@@ -341,39 +368,16 @@ def test_random_transactions_match_c_xenstored(pair):
     run_programs(pair, tx_programs())
 
 
-def _compare(pair, program):
-    """Run a fixed program of (connection, op, payload, tx) requests."""
-    conns = [pair.connect() for _ in range(CONNECTIONS)]
-    log = []
-    try:
-        ids = {0: (0, 0)}
-        for index, op, payload, tx in program:
-            result = pair._exchange(conns, log, index, op, payload, ids.get(tx, (tx, tx)))
-            assert result is not None, "the emulator dropped the connection:\n" + "\n".join(log)
-            if op == Op.TRANSACTION_START and result[0] == Op.TRANSACTION_START:
-                ids[tx] = (int(result[1][0][:-1]), int(result[1][1][:-1]))
-        for path in CLEANUP:
-            pair._exchange(conns, log, 0, Op.RM, path + b"\0", (0, 0))
-    finally:
-        for both in conns:
-            for conn in both:
-                conn.close()
-
-
 def test_emulator_drops_the_connection_where_xenstored_aborts(pair):
     """A malformed request while the daemon's errno is 0 (a WATCH just
     succeeded) makes xenstored abort; the emulator drops the connection,
     and the comparison checks that the real daemon did die of it."""
-    conns = [pair.connect() for _ in range(CONNECTIONS)]
-    log = []
     try:
-        assert pair._exchange(conns, log, 0, Op.WATCH, b"/\0t\0", (0, 0)) is not None
-        assert pair._exchange(conns, log, 0, Op.READ, b"/tool\0junk", (0, 0)) is None
-        assert not pair.real.alive()
+        with pair.connections() as (conns, log):
+            assert pair._exchange(conns, log, 0, Op.WATCH, b"/\0t\0", (0, 0)) is not None
+            assert pair._exchange(conns, log, 0, Op.READ, b"/tool\0junk", (0, 0)) is None
+            assert not pair.real.alive()
     finally:
-        for both in conns:
-            for conn in both:
-                conn.close()
         pair.restart()
 
 
@@ -395,7 +399,7 @@ def test_big_directory_and_paging(pair):
                 (0, Op.WRITE, b"/t/other\0v", 0),
                 (2, Op.TRANSACTION_END, b"T\0", 1),
                 (0, Op.RM, b"/t/big\0", 0)]
-    _compare(pair, program)
+    pair.compare(program)
 
 
 def test_transaction_conflicts(pair):
@@ -435,7 +439,7 @@ def test_transaction_conflicts(pair):
         (0, Op.TRANSACTION_END, b"F\0", 5),
         (0, Op.TRANSACTION_END, b"F\0", 5),   # ENOENT: gone
     ]
-    _compare(pair, program)
+    pair.compare(program)
 
 
 def test_removal_events(pair):
@@ -453,7 +457,7 @@ def test_removal_events(pair):
         (0, Op.RM, b"/t/a/b\0", 0),
         (0, Op.WRITE, b"t/r/s\0v", 0), (0, Op.RM, b"t\0", 0),
     ]
-    _compare(pair, program)
+    pair.compare(program)
 
 
 def test_malformed_requests_leak_errno(pair):
@@ -468,7 +472,7 @@ def test_malformed_requests_leak_errno(pair):
         (0, Op.WRITE, b"/t/v\0x", 0), (0, Op.MKDIR, b"/t/v\0x", 0),
         (0, Op.TRANSACTION_END, b"T", 0),
     ]
-    _compare(pair, program)
+    pair.compare(program)
 
 
 def test_oversized_frame_drops_only_that_connection(pair):
@@ -500,7 +504,7 @@ def test_path_length_limits(pair):
                     (0, Op.READ, path + b"\0", 0)]
     program += [(0, Op.RM, b"/local/domain/-1\0", 0), (0, Op.RM, b"/local/domain/12\0", 0),
                 (0, Op.RM, b"/local/domain/00012\0", 0)]
-    _compare(pair, program)
+    pair.compare(program)
 
 
 def test_overlong_events_are_dropped(pair):
@@ -511,4 +515,4 @@ def test_overlong_events_are_dropped(pair):
                (1, Op.WATCH, b"/t\0short\0", 0),
                (0, Op.WRITE, long_path + b"\0v", 0),
                (0, Op.WRITE, b"/t/q\0v", 0)]
-    _compare(pair, program)
+    pair.compare(program)

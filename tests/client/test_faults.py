@@ -1,13 +1,12 @@
 """A misbehaving XenStore: every fault fails every caller promptly, and
 the client recovers.
 
-The daemon here is a small scripted server on a Unix socket.  Each
-accepted connection runs one *script* (a function of the :class:`Peer`
-that stands for the connection); connections beyond the scripts given
-are served honestly by a tiny in-memory XenStore, so that a test can
-check that the client, after a fault, reconnects and works again.  The
-server records every byte it received, which lets a test prove that a
-refused request was never sent.
+The daemon here is the scripted server of tests/support/fakeserver.py
+(the ``server`` fixture): each accepted connection runs one *script*, a
+function of the :class:`~tests.support.fakeserver.Peer` that stands for
+the connection; connections beyond the scripts given are served honestly,
+so that a test can check that the client, after a fault, reconnects and
+works again.
 
 Every test is bounded in time without pytest-timeout: the calls under
 test run in threads joined with a timeout, and scripted servers give up
@@ -19,7 +18,6 @@ import errno
 import random
 import re
 import signal
-import socket
 import threading
 import time
 
@@ -27,231 +25,17 @@ import pytest
 
 import pyxs
 from pyxs import Client, Event, Monitor, UnixSocketConnection
-from pyxs._internal import HEADER, Op, Packet, PacketDecoder
+from pyxs._internal import HEADER, Op, Packet
 from pyxs.exceptions import (ConnectionError, InvalidPath, InvalidPayload,
                              InvalidPermission, PyXSError, Timeout, UnexpectedPacket)
-from threaded import InThread
+
+from ..support.fakeserver import SERVER_PATIENCE
+from ..support.threads import InThread
 
 #: How long a thread may take to fail once a fault happened ("promptly").
 PROMPT = 5.0
-#: How long any single step of a scripted server waits for the client.
-SERVER_PATIENCE = 10.0
 #: How many threads have a call pending when a fault strikes.
 PENDING = 4
-
-
-# --------------------------------------------------------------- the server
-
-class Peer:
-    """One connection accepted by :class:`ScriptedServer`."""
-
-    def __init__(self, server, sock, index):
-        self.server = server
-        self.sock = sock
-        self.index = index
-        self.received = bytearray()
-        self.requests = []
-        self.watches = []
-        self.closed_by_client = threading.Event()
-        self._decoder = PacketDecoder()
-        self._queue = collections.deque()
-        self._send_lock = threading.Lock()
-        sock.settimeout(SERVER_PATIENCE)
-
-    # Receiving.
-
-    def _fill(self):
-        data = self.sock.recv(65536)
-        if not data:
-            self.closed_by_client.set()
-            return False
-        self.received += data
-        for packet in self._decoder.feed(data):
-            self.requests.append(packet)
-            self._queue.append(packet)
-        return True
-
-    def next_request(self):
-        """The next request, or None once the client closed the
-        connection; raises socket.timeout when the client is silent."""
-        while not self._queue:
-            if not self._fill():
-                return None
-        return self._queue.popleft()
-
-    def take(self, count, op=None):
-        """The next *count* requests, each checked to be of type *op*."""
-        requests = []
-        for _ in range(count):
-            request = self.next_request()
-            assert request is not None, "the client closed the connection early"
-            if op is not None:
-                assert request.op is op, request
-            requests.append(request)
-        return requests
-
-    def wait_for_close(self):
-        """Read and drop everything until the client closes (bounded)."""
-        try:
-            while self._fill():
-                pass
-        except OSError:
-            pass
-
-    # Sending.
-
-    def send(self, data):
-        with self._send_lock:
-            self.sock.sendall(bytes(data))
-
-    def reply(self, request, payload, op=None):
-        self.send(Packet(request.op if op is None else op, payload,
-                         rq_id=request.rq_id, tx_id=request.tx_id))
-
-    def event(self, path, token):
-        self.send(Packet(Op.WATCH_EVENT, path + b"\0" + token + b"\0"))
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-
-    # Honest service.
-
-    def answer(self, request):
-        """Answer *request* as a (very small) XenStore would."""
-        server, payload = self.server, request.payload
-        args = payload.split(b"\0")
-        op = request.op
-        if op is Op.READ:
-            value = server.store.get(args[0])
-            if value is None:
-                self.reply(request, b"ENOENT\0", Op.ERROR)
-            else:
-                self.reply(request, value)
-        elif op is Op.WRITE:
-            path, _, value = payload.partition(b"\0")
-            server.store[path] = value
-            self.reply(request, b"OK\0")
-            server.fire(path)
-        elif op is Op.MKDIR:
-            server.store.setdefault(args[0], b"")
-            self.reply(request, b"OK\0")
-        elif op is Op.RM:
-            for path in [p for p in server.store if _covers(args[0], p)]:
-                del server.store[path]
-            self.reply(request, b"OK\0")
-            server.fire(args[0])
-        elif op is Op.DIRECTORY:
-            prefix = args[0].rstrip(b"/") + b"/"
-            names = sorted({p[len(prefix):].split(b"/")[0]
-                            for p in server.store if p.startswith(prefix)})
-            self.reply(request, b"".join(n + b"\0" for n in names))
-        elif op is Op.WATCH:
-            self.watches.append((args[0], args[1]))
-            self.reply(request, b"OK\0")
-            self.event(args[0], args[1])
-        elif op is Op.UNWATCH:
-            self.watches.remove((args[0], args[1]))
-            self.reply(request, b"OK\0")
-        elif op is Op.TRANSACTION_START:
-            self.reply(request, b"1\0")
-        elif op is Op.TRANSACTION_END:
-            self.reply(request, b"OK\0")
-        else:
-            self.reply(request, b"ENOSYS\0", Op.ERROR)
-
-    def serve(self):
-        """Answer honestly until the client closes the connection."""
-        try:
-            while True:
-                request = self.next_request()
-                if request is None:
-                    return
-                self.answer(request)
-        except OSError:
-            pass
-
-
-def _covers(wpath, path):
-    return path == wpath or path.startswith(wpath.rstrip(b"/") + b"/")
-
-
-def honest(peer):
-    peer.serve()
-
-
-class ScriptedServer:
-    """A Unix-socket XenStore that follows a script per connection."""
-
-    def __init__(self, path, scripts=()):
-        self.path = str(path)
-        self.scripts = collections.deque(scripts)
-        self.peers = []
-        self.store = {}
-        self.errors = []
-        self._lock = threading.Lock()
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(self.path)
-        self._listener.listen(16)
-        self._listener.settimeout(0.1)
-        self._stopping = False
-        self._threads = []
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
-
-    def _accept(self):
-        while not self._stopping:
-            try:
-                sock, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                peer = Peer(self, sock, len(self.peers))
-                self.peers.append(peer)
-                script = self.scripts.popleft() if self.scripts else honest
-            thread = threading.Thread(target=self._run, args=(script, peer), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _run(self, script, peer):
-        try:
-            script(peer)
-        except Exception as e:  # reported by the test, never swallowed
-            self.errors.append((peer.index, e))
-        finally:
-            peer.close()
-
-    def fire(self, path):
-        with self._lock:
-            peers = list(self.peers)
-        for peer in peers:
-            for wpath, token in list(peer.watches):
-                if _covers(wpath, path):
-                    try:
-                        peer.event(path, token)
-                    except OSError:
-                        pass
-
-    def wait_for_peers(self, count, timeout=SERVER_PATIENCE):
-        deadline = time.monotonic() + timeout
-        while len(self.peers) < count:
-            assert time.monotonic() < deadline, "no connection %d came" % count
-            time.sleep(0.01)
-        return self.peers[count - 1]
-
-    def close(self):
-        self._stopping = True
-        self._listener.close()
-        for peer in list(self.peers):
-            peer.close()
-        for thread in self._threads + [self._acceptor]:
-            thread.join(SERVER_PATIENCE)
-
 
 
 # ------------------------------------------------------------------ helpers

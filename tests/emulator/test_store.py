@@ -7,26 +7,34 @@ these tests pin down the rest, mostly what an unprivileged domain sees
 introduced without a hypervisor), following xenstored 4.17's sources.
 """
 
+import weakref
+
 import pytest
 
 from pyxs._internal import Op, Packet
 from pyxs.testing._store import Store
 
 
-class Client:
+#: The StoreConnection each of a Store's connections stands for, so that
+#: the events the Store sends to a connection reach its StoreConnection.
+_OWNERS = weakref.WeakKeyDictionary()
+
+
+class StoreConnection:
     """A connection to a Store, with helpers returning what came back."""
 
     def __init__(self, store, domid=0, socket=True):
         self.store = store
         self.conn = store.connect(domid, socket=socket)
         self.events = []
+        _OWNERS[self.conn] = self
 
     def raw(self, op, payload, tx_id=0):
         out = self.store.handle(self.conn, Packet(op, payload, rq_id=7, tx_id=tx_id))
         reply = None
         for conn, packet in out:
             if packet.op == Op.WATCH_EVENT:
-                conn.owner.events.append(packet.payload)
+                _OWNERS[conn].events.append(packet.payload)
             else:
                 assert conn is self.conn and reply is None
                 assert packet.rq_id == 7 and packet.tx_id == tx_id
@@ -55,15 +63,9 @@ def store():
     return Store()
 
 
-def connect(store, domid=0, socket=True):
-    client = Client(store, domid, socket)
-    client.conn.owner = client
-    return client
-
-
 @pytest.fixture
 def dom0(store):
-    return connect(store)
+    return StoreConnection(store)
 
 
 @pytest.fixture
@@ -72,7 +74,7 @@ def guest(store, dom0):
     would: /local/domain/5 owned by the domain."""
     assert dom0(Op.MKDIR, "/local/domain/5") == b"OK\0"
     assert dom0(Op.SET_PERMS, "/local/domain/5", "n5", "r0") == b"OK\0"
-    return connect(store, 5, socket=False)
+    return StoreConnection(store, 5, socket=False)
 
 
 # ------------------------------------------------------------------ basics
@@ -175,7 +177,7 @@ def test_watch_fires_at_once_relative_and_absolute(dom0):
 
 
 def test_events_go_to_every_watcher_writer_included(store, dom0):
-    other = connect(store)
+    other = StoreConnection(store)
     dom0(Op.WATCH, "/", "mine")
     other(Op.WATCH, "/a", "theirs")
     dom0.take_events(), other.take_events()
@@ -216,7 +218,7 @@ def test_transaction_ids_and_errors(dom0):
 
 
 def test_transaction_conflict_and_isolation(store, dom0):
-    other = connect(store)
+    other = StoreConnection(store)
     dom0.write("/c", b"0")
     tx = int(dom0(Op.TRANSACTION_START, "")[:-1])
     assert dom0(Op.READ, "/c", tx_id=tx) == b"0"

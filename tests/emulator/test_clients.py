@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-import realdaemons
+from ..support import xen, xen_clients
 from pyxs.testing import XenStoreServer
 
 pytestmark = pytest.mark.realdaemon
@@ -31,14 +31,14 @@ def _env(socket_path):
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
     env["XENSTORED_PATH"] = socket_path
-    libs = str(realdaemons.require(realdaemons.lib_dir))
+    libs = str(xen.require(xen.lib_dir))
     env["LD_LIBRARY_PATH"] = libs + (":" + env["LD_LIBRARY_PATH"]
                                      if env.get("LD_LIBRARY_PATH") else "")
     return env
 
 
 def _run(socket_path, name, *args, timeout=10):
-    proc = subprocess.run(realdaemons.require(realdaemons.c_client, name) + list(args),
+    proc = subprocess.run(xen.require(xen_clients.c_client, name) + list(args),
                           env=_env(socket_path),
                           capture_output=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
@@ -88,7 +88,7 @@ def test_c_clients_see_the_same(backends):
 def _watch_transcript(socket_path):
     """xenstore-watch for 3 events while another client writes and
     removes: its output."""
-    argv = realdaemons.require(realdaemons.c_client, "xenstore-watch") + ["-n", "3", "/w"]
+    argv = xen.require(xen_clients.c_client, "xenstore-watch") + ["-n", "3", "/w"]
     proc = subprocess.Popen(argv, env=_env(socket_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
@@ -183,7 +183,7 @@ def test_lowlevel_xs_sees_the_same(backends, xs_lowlevel):
     results = []
     for backend in (real, emu):
         results.append(_lowlevel_script(
-            xs_lowlevel, lambda: realdaemons.open_lowlevel_xs(backend)))
+            xs_lowlevel, lambda: xen_clients.open_lowlevel_xs(backend)))
     assert results[1] == results[0]
 
 
@@ -192,11 +192,11 @@ def test_lowlevel_xs_concurrent_handles(backends, xs_lowlevel):
     transactions retried on EAGAIN: no increment is lost on either."""
     results = []
     for backend in backends:
-        handle = realdaemons.open_lowlevel_xs(backend)
+        handle = xen_clients.open_lowlevel_xs(backend)
         handle.write("", "/counter", "0")
 
         def work():
-            h = realdaemons.open_lowlevel_xs(backend)
+            h = xen_clients.open_lowlevel_xs(backend)
             try:
                 for _ in range(20):
                     while True:
