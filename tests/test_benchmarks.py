@@ -8,15 +8,14 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from .support import daemons, xen, xen_clients
+from .support.commands import REPO
 
 pytestmark = pytest.mark.realdaemon
 
-REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "run.py"
 
 #: (benchmark, compared with) of every row, in order.

@@ -11,6 +11,7 @@ import tty
 import pytest
 
 from pyxs import Client, ConnectionError, Timeout, UnixSocketConnection, XenBusConnection
+
 from .support.threads import InThread
 
 # More than any socket buffer holds, so that writing it must wait for room.

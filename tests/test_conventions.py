@@ -17,8 +17,6 @@ from pyxs import Client, PyXSError
 from pyxs.exceptions import InvalidPath, Timeout, UnexpectedPacket
 from pyxs.helpers import validate_path, validate_watch_path
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 # ------------------------------------------------------------- exceptions
 

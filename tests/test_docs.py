@@ -9,11 +9,11 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pyxs
 
-REPO = Path(__file__).resolve().parent.parent
+from .support.commands import REPO
+
 QUICKSTART = REPO / "examples" / "quickstart.py"
 
 # What examples/quickstart.py prints after the line saying which XenStore

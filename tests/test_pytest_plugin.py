@@ -6,6 +6,7 @@ import pytest
 
 from .support.commands import REPO, run_pytest
 
+
 def assert_passed(proc, count):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "%d passed" % count in proc.stdout, proc.stdout

@@ -1,4 +1,5 @@
-"""Tests of the real-daemon test infrastructure (tests/realdaemons.py).
+"""Tests of the real-daemon test infrastructure (tests/support/xen.py,
+daemons.py, xen_clients.py and wire.py).
 
 They prove that Xen's own xenstored and oxenstored run here, that Xen's C
 clients and xen.lowlevel.xs reach them, and that daemons are cleaned up.
@@ -10,21 +11,19 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from pyxs._internal import Op
 
 from .support import daemons, xen, xen_clients
+from .support.commands import REPO
 from .support.wire import RawConnection, frame, raw_request
 
 pytestmark = pytest.mark.realdaemon
 
 KIND_PARAMS = pytest.mark.parametrize("kind", daemons.KINDS)
 
-#: The checkout, whose ``tests`` package a child process imports.
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _process_gone(pid, timeout=5.0):
@@ -49,7 +48,7 @@ def _connect(daemon, timeout=5.0):
     return sock
 
 
-# ------------------------------------------------------------------ set-up
+# Set-up.
 
 def test_prefix_is_idempotent():
     root = xen.require(xen.prefix)
@@ -103,7 +102,7 @@ def test_lowlevel_xs_skips_on_other_pythons_even_when_daemons_are_required(monke
         xen.require(xen_clients.load_lowlevel_xs)
 
 
-# ------------------------------------------------------- the shared daemons
+# The shared daemons.
 
 def test_raw_write_read_directory(real_daemon, node_root):
     path = node_root + "/raw"
@@ -199,7 +198,7 @@ def test_open_lowlevel_xs_restores_environment(real_daemon, xs_lowlevel, monkeyp
     assert "XENSTORED_PATH" not in os.environ
 
 
-# ---------------------------------------------------- private, killable ones
+# Private, killable ones.
 
 @KIND_PARAMS
 def test_stop_leaves_no_process(start_daemon, kind):

@@ -6,12 +6,13 @@ import errno
 
 import pytest
 
+from pyxs import Client, PyXSError
 from pyxs._internal import Op
-from pyxs import (Client, PyXSError)
 
 from ..support.wire import raw_request
 
 
+#: Seconds a call may take before a test fails (against hangs only).
 TIMEOUT = 10
 
 # WRITE's payload is "<path>\0<value>" and may not exceed 4096 bytes.

@@ -12,11 +12,10 @@ import os
 
 import pytest
 
-from pyxs import (Client, ConnectionError, PyXSError, UnixSocketConnection, XenBusConnection)
+from pyxs import Client, ConnectionError, PyXSError, UnixSocketConnection, XenBusConnection
 
-from .helpers import (TIMEOUT, errno_of, other_client)
+from .helpers import TIMEOUT, errno_of, other_client
 
-# ------------------------------------------------------ connecting, backends
 
 def test_lazy_connect(xenstore, root):
     c = Client(unix_socket_path=xenstore.socket_path, socket_timeout=TIMEOUT)

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from ..support import xen_clients
 from pyxs import Event, PyXSError
+
+from ..support import xen_clients
 
 pytestmark = pytest.mark.realdaemon
 
@@ -60,7 +61,7 @@ def ls_entries(xenstore, path):
     return entries
 
 
-# ----------------------------------------------- pyxs writes, C clients read
+# Pyxs writes, C clients read.
 
 @pytest.mark.parametrize("value", ["hello", "hello world", "", "42",
                                    "h\u00e9llo \u2713"])
@@ -129,7 +130,7 @@ def test_pyxs_transaction_visible_to_c_clients_after_commit(client, xenstore, ro
     assert c(xenstore, "xenstore-read", root + "/tx").stdout == "v\n"
 
 
-# ----------------------------------------------- C clients write, pyxs reads
+# C clients write, pyxs reads.
 
 def test_pyxs_reads_xenstore_write(client, xenstore, root):
     c(xenstore, "xenstore-write", root + "/a", "hello world", root + "/b", "",
@@ -179,7 +180,7 @@ def test_pyxs_sees_xenstore_rm(client, xenstore, root):
     assert client.ls(root) == ["stays"]
 
 
-# ------------------------------------------------------------------ watches
+# Watches.
 
 def read_line(stream, deadline):
     remaining = deadline - time.monotonic()

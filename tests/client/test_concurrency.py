@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from ..support import daemons
-from ..support.threads import InThread
 from pyxs import Client, Event
 from pyxs.exceptions import ConnectionError, PyXSError, Timeout
+
+from ..support import daemons
+from ..support.threads import InThread
 
 #: Seconds a thread may take before it counts as hung.
 HANG = 30.0
@@ -26,7 +27,7 @@ class Worker(InThread):
     patience = HANG
 
 
-# ------------------------------------------------------- an event flood
+# An event flood.
 
 EVENTS = 10000
 
@@ -77,7 +78,7 @@ def test_events_on_the_writers_own_connection(client, root):
     client.unwatch(root, "own")
 
 
-# ------------------------------------------ many threads on one client
+# Many threads on one client.
 
 THREADS = 8
 OPERATIONS = 2000
@@ -156,7 +157,7 @@ def test_threads_sharing_one_client_get_their_own_replies(client, root):
           % (THREADS, OPERATIONS, elapsed, THREADS * OPERATIONS / elapsed))
 
 
-# ------------------------------------------------- rival transactions
+# Rival transactions.
 
 def test_transactional_counter_from_four_clients(xenstore, client, root):
     counter = root + "/counter"
@@ -217,7 +218,7 @@ def test_transaction_belongs_to_the_client_not_the_thread(xenstore, client, root
     assert client.read(path) == "second"
 
 
-# --------------------------------------------- daemons that die or stop
+# Daemons that die or stop.
 
 @pytest.mark.parametrize("kind", daemons.KINDS)
 def test_killed_daemon_fails_pending_calls_and_waits(start_daemon, kind):
@@ -308,7 +309,7 @@ def test_paused_daemon_times_out_then_client_recovers(start_daemon, kind):
         client.close()
 
 
-# ------------------------------------------------------- connecting
+# Connecting.
 
 @pytest.mark.parametrize("kind", daemons.KINDS)
 def test_connect_waits_while_the_daemon_is_slow_to_accept(start_daemon, kind):

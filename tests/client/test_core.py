@@ -17,6 +17,7 @@ from pyxs import Client, UnixSocketConnection
 from pyxs._internal import Event, Op, Packet, PacketDecoder
 from pyxs.client import PIPELINE_DEPTH
 from pyxs.exceptions import ConnectionError, PyXSError, UnexpectedPacket
+
 from .helpers import TIMEOUT, names_totalling, nothing_sent, other_client
 
 
@@ -52,7 +53,7 @@ def error_reply(name):
     return (Op.ERROR, name.encode() + b"\0")
 
 
-# ------------------------------------------------------------ read_many
+# Read_many.
 
 def test_read_many_gives_values_in_order_and_none_for_missing(client, root):
     count = 2 * PIPELINE_DEPTH + 3
@@ -143,7 +144,7 @@ def test_read_many_raises_errors_other_than_enoent(server, error, position):
         assert c.read_many(["/a", "/missing"]) == ["va", None]
 
 
-# ------------------------------------------------------------ write_many
+# Client.write_many.
 
 def test_write_many_writes_in_order_from_pairs_or_a_mapping(client, root):
     count = 2 * PIPELINE_DEPTH + 3
@@ -208,7 +209,7 @@ def test_write_many_in_a_transaction_is_all_or_nothing(client, root):
     assert client.read_many(paths) == ["v"] * len(paths)
 
 
-# --------------------------------------------------- lost transactions
+# Lost transactions.
 
 def close_after_transaction_start(peer):
     peer.reply(peer.take(1, Op.TRANSACTION_START)[0], b"7\0")
@@ -255,7 +256,7 @@ def test_lost_transaction_commit_raises_abort_does_not(server):
     assert all(op is not Op.TRANSACTION_END for op, _ in requests_after_the_loss(srv))
 
 
-# ------------------------------------------------ transaction replies
+# Transaction replies.
 
 def answer_transaction_start_with(payload):
     return answering({(Op.TRANSACTION_START, b"\0"): (Op.TRANSACTION_START, payload)})
@@ -322,7 +323,7 @@ def test_watch_event_with_more_strings_gives_path_and_token(server):
         assert c.wait(timeout=TIMEOUT) == Event("/w", "tok")
 
 
-# ----------------------------------------------------------------- walk
+# Walk.
 
 def walk_script(child_error):
     return answering({
@@ -401,7 +402,7 @@ def test_walk_asks_for_each_node_once_in_bounded_batches(xenstore, root):
     assert len(connection.writes) <= len(nodes) // 4
 
 
-# ----------------------------------------------------- run_in_transaction
+# Run_in_transaction.
 
 def test_run_in_transaction_with_one_attempt_does_not_retry(client, xenstore, root):
     rival = other_client(xenstore)
@@ -434,7 +435,7 @@ def test_run_in_transaction_needs_an_attempt(client, attempts):
     assert client.tx_id == 0
 
 
-# ------------------------------------------------ bytes-like arguments
+# Bytes-like arguments.
 
 @pytest.mark.parametrize("kind", [bytearray, memoryview], ids=lambda k: k.__name__)
 def test_bytes_like_values_and_paths(client, root, kind):

@@ -8,15 +8,11 @@ path.  Observed differences between the daemons (Xen 4.17) that matter
 here are written down next to the tests that meet them.
 """
 
-
 import pytest
 
-
 from ..support import xen_clients
-from .helpers import (nothing_sent,
-                      outcome, raw_outcome)
+from .helpers import nothing_sent, outcome, raw_outcome
 
-# ---------------------------------------------------------------- domains
 
 def test_get_domain_path(client):
     assert client.get_domain_path(0) == "/local/domain/0"

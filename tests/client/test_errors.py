@@ -13,12 +13,12 @@ import os
 
 import pytest
 
-from pyxs import (InvalidPath, InvalidPayload,
-                  InvalidPermission, PyXSError)
+from pyxs import InvalidPath, InvalidPayload, InvalidPermission, PyXSError
 
-from .helpers import (PAYLOAD_MAX, errno_of, nothing_sent)
+from .helpers import PAYLOAD_MAX, errno_of, nothing_sent
 
-# ---------------------------------------------------------- invalid input
+
+# Invalid input.
 
 INVALID_CALLS = [
     ("read-double-slash", InvalidPath, lambda c, r: c.read(r + "//x")),
@@ -84,7 +84,7 @@ def test_largest_value_is_sent(client, xenstore, root):
             client.write(path, value + b"y")
 
 
-# ------------------------------------------------------------ error replies
+# Error replies.
 
 def test_error_reply_becomes_pyxs_error(client, root):
     with pytest.raises(PyXSError) as info:

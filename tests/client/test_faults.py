@@ -26,8 +26,15 @@ import pytest
 import pyxs
 from pyxs import Client, Event, Monitor, UnixSocketConnection
 from pyxs._internal import HEADER, Op, Packet
-from pyxs.exceptions import (ConnectionError, InvalidPath, InvalidPayload,
-                             InvalidPermission, PyXSError, Timeout, UnexpectedPacket)
+from pyxs.exceptions import (
+    ConnectionError,
+    InvalidPath,
+    InvalidPayload,
+    InvalidPermission,
+    PyXSError,
+    Timeout,
+    UnexpectedPacket,
+)
 
 from ..support.fakeserver import SERVER_PATIENCE
 from ..support.threads import InThread
@@ -38,7 +45,7 @@ PROMPT = 5.0
 PENDING = 4
 
 
-# ------------------------------------------------------------------ helpers
+# Helpers.
 
 class Call(InThread):
     patience = PROMPT + SERVER_PATIENCE
@@ -65,7 +72,7 @@ def settle():
     time.sleep(0.2)
 
 
-# ------------------------------------------------------------------- faults
+# Faults.
 
 def _watch_then_reads(fault, reads=PENDING):
     """A script: answer the WATCH (and send its event), take *reads*
@@ -301,7 +308,7 @@ def test_timeout_is_a_connection_error_and_closes(server):
         client.close()
 
 
-# ------------------------------------------------------------------ signals
+# Signals.
 
 @pytest.fixture
 def noisy_alarm():
@@ -381,7 +388,7 @@ def test_signal_during_wait_is_retried(server, noisy_alarm):
         monitor.close()
 
 
-# ------------------------------------------------------- refused before sent
+# Refused before sent.
 
 INVALID_CALLS = [
     ("read", ("no spaces",), InvalidPath),
@@ -431,7 +438,7 @@ def test_invalid_input_raises_before_anything_is_sent(server):
         client.close()
 
 
-# ------------------------------------------------------------ no silent loss
+# No silent loss.
 
 def test_write_gets_ok_or_raises(server):
     """A write returns only when the daemon said OK; anything else
@@ -542,7 +549,7 @@ def test_reader_takes_the_lock_back_when_a_signal_handler_raises():
     assert _relock(threading.Lock()) is None
 
 
-# ------------------------------------------------------------ fuzzed replies
+# Fuzzed replies.
 
 def _fuzz_reply(rng, request):
     """A random, well-framed reply to *request*: mostly of its own type,

@@ -1,7 +1,7 @@
 """pyxs as an unprivileged guest domain, against Xen 4.17's real daemons.
 
 Each test gets a private C xenstored or oxenstored and a made-up domain 5
-(see guestring.py): the daemon maps its ring page from a file and signals
+(see tests/support/guestring.py): the daemon maps its ring page from a file and signals
 it through xenfake's sockets, and the ring is offered as a XenBus device
 file with Linux's rules, one conversation per open.  Dom0 prepares
 ``/local/domain/5`` (owned by the guest) and INTRODUCEs the domain.
@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from ..support import fuse, guestring
-from ..support import daemons, xen
 from pyxs import Client, ConnectionError, InvalidPayload, PyXSError
 from pyxs.connection import XenBusConnection
 from pyxs.testing import XenStoreServer
+
+from ..support import daemons, fuse, guestring, xen
 
 DOMID = 5
 HOME = "/local/domain/%d" % DOMID

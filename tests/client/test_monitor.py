@@ -58,7 +58,7 @@ def assert_not_busy(waiter, seconds, what):
         "%s used %.2fs of CPU in %.1fs: does it poll in a loop?" % (what, waiter.cpu, seconds)
 
 
-# --------------------------------------------------------------- basics
+# Basics.
 
 def test_client_monitor_has_its_own_connection(client, root):
     m = client.monitor()
@@ -170,7 +170,7 @@ def test_unwatch_unknown_is_enoent(monitor, root):
     assert info.value.errno == 2  # ENOENT
 
 
-# --------------------------------------------------------------- unwatch
+# Unwatch.
 
 def test_unwatch_stops_future_events(monitor, client, root):
     monitor.watch(root, "u")
@@ -231,7 +231,7 @@ def test_one_token_on_two_paths_delivers_each_event_once(monitor, client, root):
     expect_nothing(monitor)
 
 
-# -------------------------------------------------------- special paths
+# Special paths.
 
 @pytest.mark.parametrize("special", ["@introduceDomain", "@releaseDomain"])
 def test_special_paths_can_be_watched(monitor, special):
@@ -240,7 +240,7 @@ def test_special_paths_can_be_watched(monitor, special):
     monitor.unwatch(special, "dom")
 
 
-# ------------------------------------------------- Client.watch and wait
+# Client.watch and wait.
 
 def test_client_watch_and_wait_as_in_the_tutorial(client, root):
     client.watch(root, "tutorial")
@@ -268,7 +268,7 @@ def test_client_wait_in_a_thread_while_the_same_client_writes(client, root):
         assert client.wait(timeout=SOON) == Event("%s/%d" % (root, i), "shared")
 
 
-# ------------------------------------------------------ idle wait is free
+# Idle wait is free.
 
 class CountingProxy(FakeServer):
     """A Unix-socket proxy to *target* that counts the bytes each way."""
@@ -372,7 +372,7 @@ def test_idle_client_wait_sends_nothing(proxy, xenstore, root):
         assert proxy.up == sent
 
 
-# ------------------------------------------------------- over XenBus
+# Over XenBus.
 
 def test_monitor_over_xenbus_device(tmp_path):
     """A Monitor over a XenBusConnection, with pyxs.testing's emulator
@@ -399,7 +399,7 @@ def test_monitor_over_xenbus_device(tmp_path):
             monitor.close()
 
 
-# ---------------------------------------------------------------- monitor
+# Monitor, watch, wait and unwatch together.
 
 def test_monitor_watch_wait_unwatch(client, root):
     client.mkdir(root)

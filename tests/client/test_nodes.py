@@ -13,13 +13,14 @@ import errno
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from pyxs import PyXSError, UnexpectedPacket
 from pyxs._internal import Op
-from pyxs import (PyXSError, UnexpectedPacket)
 
 from ..support.wire import raw_request
-from .helpers import (errno_of, names_totalling, raw_rm, topmost_missing)
+from .helpers import errno_of, names_totalling, raw_rm, topmost_missing
 
-# ------------------------------------------------------------- read/write
+
+# Read and write.
 
 def test_write_and_read_str(client, root):
     client.write(root + "/a", "hello")
@@ -112,7 +113,7 @@ def test_relative_paths_are_under_the_domain_home(client, xenstore, root):
         raw_rm(xenstore, created)
 
 
-# ---------------------------------------------------------- binary values
+# Binary values.
 
 BINARY = b"\xff\xfe\x00\x80 bin\x01\n\\\xc3("
 
@@ -142,7 +143,7 @@ def test_any_bytes_round_trip(client, root, value):
     assert client.read_bytes(root + "/h2") == value
 
 
-# ------------------------------------------------------------- mkdir / rm
+# Mkdir and rm.
 
 def test_mkdir_creates_empty_nodes_and_parents(client, root):
     client.mkdir(root + "/m/n/o")
@@ -189,7 +190,7 @@ def test_rm_missing_parent_is_enoent(client, root):
     assert errno_of(info) == errno.ENOENT
 
 
-# --------------------------------------------------------------------- ls
+# Listing.
 
 def test_ls(client, root):
     for name in ("c", "a", "b"):
@@ -250,7 +251,7 @@ def test_large_directory_what_the_daemons_do(client, root, xenstore):
         assert (part_kind, part) == (Op.ERROR, b"ENOSYS\0")
 
 
-# ------------------------------------------------------------ permissions
+# Permissions.
 
 def test_get_permissions_of_new_node(client, root):
     client.write(root + "/p", "v")
@@ -286,7 +287,7 @@ def test_get_permissions_missing_is_enoent(client, root):
     assert errno_of(info) == errno.ENOENT
 
 
-# ------------------------------------------------------------------- walk
+# Walk.
 
 TREE = {
     "": "top",

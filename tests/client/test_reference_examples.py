@@ -8,15 +8,13 @@ path.  Observed differences between the daemons (Xen 4.17) that matter
 here are written down next to the tests that meet them.
 """
 
-
 import pytest
 
-from pyxs import (Client, Event, UnixSocketConnection, XenBusConnection)
+from pyxs import Client, Event, UnixSocketConnection, XenBusConnection
 
 from ..support.threads import InThread
 from .helpers import TIMEOUT, raw_rm, topmost_missing
 
-# --------------------------------------------------- the reference's examples
 
 @pytest.fixture
 def tutorial_env(xenstore, monkeypatch):

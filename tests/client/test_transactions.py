@@ -11,12 +11,10 @@ import errno
 
 import pytest
 
-from pyxs import (Client, PyXSError)
+from pyxs import Client, PyXSError
 
-from .helpers import (TIMEOUT, errno_of, nothing_sent,
-                      other_client)
+from .helpers import TIMEOUT, errno_of, nothing_sent, other_client
 
-# ----------------------------------------------------------- transactions
 
 def test_transaction_start_and_commit(client, xenstore, root):
     other = other_client(xenstore)

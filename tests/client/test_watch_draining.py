@@ -16,10 +16,11 @@ import warnings
 
 import pytest
 
-from ..support import daemons
-from ..support.threads import InThread
 from pyxs import Client, Event
 from pyxs.exceptions import EventsDropped, PyXSError
+
+from ..support import daemons
+from ..support.threads import InThread
 
 #: Writes in a burst, as the issue that asked for draining measured it.
 #: Each to a node of its own: C xenstored 4.17 drops an event identical to
@@ -135,7 +136,7 @@ def test_max_queued_events_must_be_positive():
         Client(unix_socket_path="/nonexistent", max_queued_events=0)
 
 
-# ------------------------------------------------------------------ restarts
+# Restarts.
 
 @pytest.mark.parametrize("kind", daemons.KINDS)
 def test_watches_survive_a_daemon_restart(start_daemon, kind, caplog):
@@ -183,7 +184,7 @@ def test_own_watch_survives_a_restart_and_calls_go_on(start_daemon, kind):
             fresh.stop()
 
 
-# --------------------------------------------------------------------- forks
+# Forks.
 
 def _fork(child):
     """Run *child* in a forked process; return a function that waits for
@@ -261,7 +262,7 @@ def test_transaction_does_not_cross_a_fork(client, root):
     assert client.read(root + "/tx") == "parent"
 
 
-# ------------------------------------------------------------------ wait_for
+# Wait_for.
 
 def test_wait_for_a_value_set_later(xenstore, client, root):
     path = root + "/state"

@@ -5,7 +5,7 @@ xenstored and OCaml oxenstored, see the ``real_daemon`` fixture): once
 through ``xen.lowlevel.xs``, once through ``pyxs._compat``, and the logs
 of outcomes -- values with their types, exceptions with their class
 names and arguments, watch events with the identity of their tokens --
-must be equal.  See tests/compat_harness.py for what is normalised.
+must be equal.  See tests/compat/harness.py for what is normalised.
 
 Scenarios that change daemon-wide state (domains) or kill the daemon get
 a fresh private daemon for each side instead.
@@ -18,11 +18,11 @@ import pytest
 
 import pyxs
 import pyxs._compat as compat
+
 from ..support.xen_clients import open_handle
 from .harness import SIDES, Recorder, differential
 
-# ----------------------------------------------------------------------
-# Fixtures
+# Fixtures.
 
 
 def in_sync(handle):
@@ -74,8 +74,7 @@ class EqualToken:
         return 1
 
 
-# ----------------------------------------------------------------------
-# The module's surface
+# The module's surface.
 
 
 def test_namespace_matches(xs_lowlevel):
@@ -111,8 +110,7 @@ def test_handles_take_no_attributes(real_daemon, xs_lowlevel):
             handle.close()
 
 
-# ----------------------------------------------------------------------
-# Opening
+# Opening.
 
 
 def test_open(run, tmp_path):
@@ -145,8 +143,7 @@ def test_open(run, tmp_path):
     run(scenario)
 
 
-# ----------------------------------------------------------------------
-# Nodes
+# Nodes.
 
 
 def test_read_write_ls_mkdir_rm(run):
@@ -272,8 +269,7 @@ def test_large_directory(run):
     run(scenario)
 
 
-# ----------------------------------------------------------------------
-# Arguments the C parser refuses
+# Arguments the C parser refuses.
 
 
 def test_argument_checking(run):
@@ -396,8 +392,7 @@ def test_permissions_bind_other_connections(run):
     run(scenario)
 
 
-# ----------------------------------------------------------------------
-# Transactions
+# Transactions.
 
 
 def test_transactions(run):
@@ -514,8 +509,7 @@ def test_transaction_handles(run):
     run(scenario)
 
 
-# ----------------------------------------------------------------------
-# Watches
+# Watches.
 
 
 def test_watch_events_and_tokens(run):
@@ -788,8 +782,7 @@ def test_read_watch_blocks_until_an_event(run):
     run(scenario)
 
 
-# ----------------------------------------------------------------------
-# Closing
+# Closing.
 
 
 def test_calls_after_close(run):
@@ -825,8 +818,7 @@ def test_calls_after_close(run):
     run(scenario)
 
 
-# ----------------------------------------------------------------------
-# Domains (a fresh daemon for each side)
+# Domains (a fresh daemon for each side).
 
 
 def test_domains(run_private):
@@ -853,8 +845,7 @@ def test_domains(run_private):
     run_private(scenario)
 
 
-# ----------------------------------------------------------------------
-# A dying daemon (a fresh daemon for each side)
+# A dying daemon (a fresh daemon for each side).
 
 
 def test_daemon_dies_without_watches(run_private):

@@ -4,7 +4,7 @@ C-emulating helpers against the C library itself.
 * A scripted fake daemon answers with odd error names, odd permission
   strings, odd transaction ids, foreign watch tokens and replies of the
   wrong type; the real xen.lowlevel.xs and pyxs._compat both talk to it
-  and must agree (the same differential harness as tests/test_compat.py).
+  and must agree (the same differential harness as tests/compat/test_differential.py).
 * The string-to-number functions the shim copies from C (strtoul,
   strtol) are checked against libc's, through ctypes.
 * What pyxs._compat does differently on purpose is pinned down here too:
@@ -22,16 +22,15 @@ import uuid
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-import pyxs.connection
-import pyxs._compat as compat
 import pyxs._cnumbers as cnumbers
+import pyxs._compat as compat
+import pyxs.connection
 from pyxs._internal import Op
 
 from ..support.fakeserver import FakeServer
 from ..support.wire import FrameReader, frame
 from ..support.xen_clients import open_handle
 from .harness import SIDES, Recorder, differential
-
 
 # A scripted XenStore.
 
@@ -179,8 +178,7 @@ def test_reply_of_the_wrong_type_breaks_the_handle(run_fake):
     run_fake(scenario)
 
 
-# ----------------------------------------------------------------------
-# What the C parser and the modules do to arguments, beyond the logs
+# What the C parser and the modules do to arguments, beyond the logs.
 
 
 def test_constructor_keeps_the_type_error_as_cause(real_daemon, xs_lowlevel):
@@ -204,8 +202,7 @@ def test_method_signatures_are_documented():
             assert getattr(compat.xs, name).__doc__, name
 
 
-# ----------------------------------------------------------------------
-# Deliberate differences
+# Deliberate differences.
 
 
 def test_integer_zero_means_no_transaction(real_daemon, xs_lowlevel, node_root):
@@ -332,8 +329,7 @@ def _outcome(func):
         return (type(e).__name__, e.args)
 
 
-# ----------------------------------------------------------------------
-# C's string-to-number functions, against libc
+# C's string-to-number functions, against libc.
 
 
 _libc = ctypes.CDLL(None)

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from ..support import xen, xen_clients
 from pyxs.testing import XenStoreServer
+
+from ..support import xen, xen_clients
 
 pytestmark = pytest.mark.realdaemon
 

@@ -23,10 +23,11 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ..support import daemons, xen
-from ..support.wire import Closed, RawConnection
 from pyxs._internal import Op
 from pyxs.testing import XenStoreServer
+
+from ..support import daemons, xen
+from ..support.wire import Closed, RawConnection
 
 pytestmark = pytest.mark.realdaemon
 

@@ -1,9 +1,9 @@
 """Differential tests, second mode: the emulator against C xenstored for
 an unprivileged guest domain.
 
-The programs of test_emulator_differential.py run as domain 5, each
+The programs of tests/emulator/test_differential.py run as domain 5, each
 connection an open of a XenBus device: on one side C xenstored serving
-domain 5's ring (guestring.py, through xenfake), on the other the
+domain 5's ring (tests/support/guestring.py, through xenfake), on the other the
 emulator's XenBus device for domain 5.  Both devices apply Linux's
 ``xenbus_dev_frontend`` rules (the same code, pyxs.testing._xenbus), so
 every difference in the replies and events, which must be identical,
@@ -19,11 +19,12 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from ..support import daemons, fuse, guestring, xen
-from ..support.wire import Closed, PtyConnection, RawConnection
 from pyxs import Client
 from pyxs._internal import Op
 from pyxs.testing import XenStoreServer
+
+from ..support import daemons, fuse, guestring, xen
+from ..support.wire import Closed, PtyConnection, RawConnection
 from .test_differential import Pair, programs, tx_programs
 
 pytestmark = pytest.mark.realdaemon

@@ -12,13 +12,13 @@ import time
 
 import pytest
 
-from ..support.commands import checkout_env, emulator_command, run_pytest
-from ..support.wire import Closed, PtyConnection, RawConnection
 from pyxs._internal import HEADER, Op, PacketDecoder
 from pyxs.testing import XenStoreServer
 from pyxs.testing._server import Loop
 from pyxs.testing._store import Store
 
+from ..support.commands import checkout_env, emulator_command, run_pytest
+from ..support.wire import Closed, PtyConnection, RawConnection
 
 
 def _open_fds():
@@ -29,7 +29,7 @@ def _threads():
     return {t.ident for t in threading.enumerate()}
 
 
-# ------------------------------------------------------------- life cycle
+# Life cycle.
 
 def test_context_manager_and_default_socket():
     with XenStoreServer() as server:
@@ -169,7 +169,7 @@ def test_stop_is_bounded_with_clients_still_connected():
         conn.close()
 
 
-# ----------------------------------------------------------------- socket
+# Socket.
 
 def test_oversized_frame_drops_that_connection_only():
     with XenStoreServer() as server:
@@ -257,7 +257,7 @@ def test_many_concurrent_clients():
         watcher.close()
 
 
-# ------------------------------------------------------------ pseudo-tty
+# Pseudo-tty.
 
 def test_pty_as_dom0():
     with XenStoreServer(pty=True) as server:
@@ -317,7 +317,7 @@ def test_pty_oversized_frame_is_ignored_not_closed():
         guest.close()
 
 
-# ------------------------------------------------- command and fixtures
+# Command and fixtures.
 
 def test_command_serves_until_sigterm(tmp_path):
     path = str(tmp_path / "sock")
@@ -362,7 +362,7 @@ def test_pytest_plugin_fixtures(tmp_path):
     assert "3 passed" in proc.stdout
 
 
-# ------------------------------------------------------- pyxs's own Client
+# Pyxs's own Client.
 
 def test_pyxs_client_against_the_emulator():
     from pyxs.client import Client

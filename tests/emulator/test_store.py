@@ -14,7 +14,6 @@ import pytest
 from pyxs._internal import Op, Packet
 from pyxs.testing._store import Store
 
-
 #: The StoreConnection each of a Store's connections stands for, so that
 #: the events the Store sends to a connection reach its StoreConnection.
 _OWNERS = weakref.WeakKeyDictionary()
@@ -77,7 +76,7 @@ def guest(store, dom0):
     return StoreConnection(store, 5, socket=False)
 
 
-# ------------------------------------------------------------------ basics
+# Basics.
 
 def test_fresh_tree_is_that_of_a_fresh_xenstored(store, dom0):
     assert store.dump() == {"/": (b"", ["n0"]), "/tool": (b"", ["n0"]),
@@ -161,7 +160,7 @@ def test_unknown_and_client_only_types(dom0):
         assert [p.payload for _, p in out] == [b"ENOSYS\0"]
 
 
-# ------------------------------------------------------------------ watches
+# Watches.
 
 def test_watch_fires_at_once_relative_and_absolute(dom0):
     assert dom0(Op.WATCH, "rel", "r") == b"OK\0"
@@ -204,7 +203,7 @@ def test_transaction_events_wait_for_the_commit(dom0):
     assert dom0.take_events() == [(b"/x", b"w")]
 
 
-# ------------------------------------------------------------ transactions
+# Transactions.
 
 def test_transaction_ids_and_errors(dom0):
     assert dom0(Op.TRANSACTION_START, "") == b"1\0"
@@ -249,7 +248,7 @@ def test_malformed_request_answers_with_the_leftover_errno(dom0):
     assert dom0.conn.broken
 
 
-# ------------------------------------------------------- domains, control
+# Domains, control.
 
 def test_domain_requests(store, dom0):
     assert dom0(Op.GET_DOMAIN_PATH, "12") == b"/local/domain/12\0"
@@ -278,7 +277,7 @@ def test_control(dom0):
     assert dom0(Op.DEBUG, "quota", "77") == "ENOENT"
 
 
-# ---------------------------------------------------- unprivileged domains
+# Unprivileged domains.
 
 def test_guest_home_and_ownership(store, dom0, guest):
     assert guest.write("name", b"guest") == b"OK\0"

@@ -18,9 +18,9 @@ from pyxs import Client, PyXSError
 from pyxs._internal import HEADER, Op, PacketDecoder
 from pyxs.testing import XenStoreServer
 from pyxs.testing._xenbus import DEVICE_BUFFER, Frontend
+
 from ..support import fuse
 from ..support.commands import checkout_env, emulator_command, run_pytest
-
 
 
 def _message(op, payload, rq_id=1, tx_id=0):
@@ -53,7 +53,7 @@ class Ring:
         return results
 
 
-# ------------------------------------------------------- the frontend alone
+# The frontend alone.
 
 def test_requests_get_ring_ids_and_replies_the_callers():
     ring = Ring()
@@ -178,7 +178,7 @@ def test_release_removes_the_opens_watches():
     assert (ring.sent[-1].op, ring.sent[-1].payload) == (Op.UNWATCH, b"p\0" + ktoken + b"\0")
 
 
-# ------------------------------------------------- the device on the emulator
+# The device on the emulator.
 
 def skip_without_fuse():
     """Skip the test when, and only when, this machine cannot mount a

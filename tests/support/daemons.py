@@ -270,7 +270,7 @@ def start(kind: str, workdir: Union[str, Path], trace: bool = False,
     env["LD_PRELOAD"] = str(preload)
     old = env.get("LD_LIBRARY_PATH")
     env["LD_LIBRARY_PATH"] = str(libs) + (":" + old if old else "")
-    # Made-up guest domains (guestring.py) live here; xenfake binds its
+    # Made-up guest domains (tests/support/guestring.py) live here; xenfake binds its
     # event-channel socket in it.
     (rundir / "guests").mkdir(exist_ok=True)
     env["XENFAKE_GUESTS"] = str(rundir / "guests")

@@ -147,9 +147,7 @@ class Ring:
                 + self._map[RSP:RSP + count - first])
 
 
-# --------------------------------------------------------------------------
-# The guest's kernel (run as a script)
-# --------------------------------------------------------------------------
+# The guest's kernel (run as a script).
 
 def serve(page: str, evtchn: str, notify: str, domid: int, mountpoint: str) -> None:
     """Serve domain *domid*'s ring as a XenBus device at
@@ -201,9 +199,7 @@ def serve(page: str, evtchn: str, notify: str, domid: int, mountpoint: str) -> N
         os.unlink(notify)
 
 
-# --------------------------------------------------------------------------
-# The test's handle
-# --------------------------------------------------------------------------
+# The test's handle.
 
 class Guest:
     """Made-up domain *domid* on *daemon* (a :class:`daemons.Daemon`
