@@ -1,12 +1,5 @@
 """pyxs.Client's domain operations, which fail here with each daemon's
-own answer.
-
-Every test that does I/O goes through the ``client``/``xenstore`` fixtures
-of tests/conftest.py, so it runs against the C xenstored, the OCaml
-oxenstored and pyxs's emulator.  Nodes are made under the per-test ``root``
-path.  Observed differences between the daemons (Xen 4.17) that matter
-here are written down next to the tests that meet them.
-"""
+own answer."""
 
 import pytest
 

@@ -1,12 +1,5 @@
 """pyxs.Client on nodes: read and write (text and binary values), mkdir
-and rm, listing, permissions and walk.
-
-Every test that does I/O goes through the ``client``/``xenstore`` fixtures
-of tests/conftest.py, so it runs against the C xenstored, the OCaml
-oxenstored and pyxs's emulator.  Nodes are made under the per-test ``root``
-path.  Observed differences between the daemons (Xen 4.17) that matter
-here are written down next to the tests that meet them.
-"""
+and rm, listing, permissions and walk."""
 
 import errno
 

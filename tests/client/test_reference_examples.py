@@ -1,12 +1,5 @@
 """The examples of the reference documentation of pyxs 0.3, run as
-they are written.
-
-Every test that does I/O goes through the ``client``/``xenstore`` fixtures
-of tests/conftest.py, so it runs against the C xenstored, the OCaml
-oxenstored and pyxs's emulator.  Nodes are made under the per-test ``root``
-path.  Observed differences between the daemons (Xen 4.17) that matter
-here are written down next to the tests that meet them.
-"""
+they are written."""
 
 import pytest
 

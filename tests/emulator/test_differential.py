@@ -341,9 +341,16 @@ def pair(tmp_path_factory):
     holder.close()
 
 
-DIFFERENTIAL = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                        suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                               HealthCheck.too_slow, HealthCheck.data_too_large])
+def differential_settings(examples):
+    """Hypothesis' settings for *examples* programs run on a shared pair
+    of daemons (no deadline, no example database: each run starts
+    afresh)."""
+    return settings(max_examples=examples, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+DIFFERENTIAL = differential_settings(EXAMPLES)
 
 
 def run_programs(pair, strategy):

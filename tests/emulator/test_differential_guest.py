@@ -17,7 +17,7 @@ import select
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from pyxs import Client
 from pyxs._internal import Op
@@ -25,7 +25,7 @@ from pyxs.testing import XenStoreServer
 
 from ..support import daemons, fuse, guestring, xen
 from ..support.wire import Closed, PtyConnection, RawConnection
-from .test_differential import Pair, programs, tx_programs
+from .test_differential import Pair, differential_settings, programs, tx_programs
 
 pytestmark = pytest.mark.realdaemon
 
@@ -141,9 +141,7 @@ def guest_pair(tmp_path_factory):
     holder.close()
 
 
-_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                     suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                            HealthCheck.too_slow, HealthCheck.data_too_large])
+_SETTINGS = differential_settings(EXAMPLES)
 
 
 @_SETTINGS

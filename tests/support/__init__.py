@@ -9,10 +9,11 @@
 * :mod:`.fakeserver`: the one scripted fake XenStore;
 * :mod:`.threads`: calls run in a thread, for tests that must notice a hang.
 
-Code outside the test suite (``benchmarks/run.py``) takes the Xen harness
-from here, as ``from tests import support``: the names below.  Tests import
-the modules themselves, so that tests/conftest.py can watch what they reach
-for.
+The Xen harness (xen, daemons, xen_clients) needs the standard library
+only, on Python 3.9+: code outside the test suite (``benchmarks/run.py``)
+takes it from here, as ``from tests import support``: the names below.
+Tests import the modules themselves, so that tests/conftest.py can watch
+what they reach for.
 """
 
 from .daemons import Daemon, start

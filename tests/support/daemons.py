@@ -7,8 +7,6 @@ library standing in for the hypervisor, in a private run directory, and
 returns a :class:`Daemon` once its socket accepts connections. Daemons die
 with the process that started them, and those still running at
 interpreter exit are stopped.
-
-Standard library only; Python 3.9+ (the benchmarks import it too).
 """
 
 from __future__ import annotations

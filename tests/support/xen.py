@@ -22,8 +22,6 @@ Environment variables:
     Cache directory (default ``~/.cache/pyxs-xen``).
 ``PYXS_REQUIRE_REAL_DAEMONS``
     ``1``: unavailability is a test failure instead of a skip.
-
-Standard library only; Python 3.9+ (the benchmarks import it too).
 """
 
 from __future__ import annotations

@@ -2,8 +2,6 @@
 command-line tools (``xenstore-read`` and friends) and the C extension
 ``xen.lowlevel.xs``, pointed at any XenStore socket (a real daemon's or
 pyxs's emulator's).
-
-Standard library only; Python 3.9+ (the benchmarks import it too).
 """
 
 from __future__ import annotations
