@@ -26,16 +26,10 @@ import pytest
 import pyxs
 from pyxs import Client, Event, Monitor, UnixSocketConnection
 from pyxs._internal import HEADER, Op, Packet
-from pyxs.exceptions import (
-    ConnectionError,
-    InvalidPath,
-    InvalidPayload,
-    InvalidPermission,
-    PyXSError,
-    Timeout,
-    UnexpectedPacket,
-)
+from pyxs.exceptions import (ConnectionError, InvalidPath, InvalidPayload,
+                             InvalidPermission, PyXSError, Timeout, UnexpectedPacket)
 
+from ..support import wire
 from ..support.fakeserver import SERVER_PATIENCE
 from ..support.threads import InThread
 
@@ -562,7 +556,7 @@ def _fuzz_reply(rng, request):
                          bytes(rng.randrange(256) for _ in range(rng.randrange(8)))])
              for _ in range(rng.randrange(4))]
     payload = b"\0".join(words) + (b"\0" if rng.random() < 0.8 else b"")
-    return HEADER.pack(op, rq_id, tx_id, len(payload)) + payload
+    return wire.frame(op, payload, rq_id, tx_id)
 
 
 def _fuzzer(seed):

@@ -21,10 +21,13 @@ from pyxs.testing._xenbus import DEVICE_BUFFER, Frontend
 
 from ..support import fuse
 from ..support.commands import checkout_env, emulator_command, run_pytest
+from ..support.wire import frame
 
 
 def _message(op, payload, rq_id=1, tx_id=0):
-    return HEADER.pack(op, rq_id, tx_id, len(payload)) + payload
+    """A request as a program writes it to the device (request id 1
+    unless said otherwise)."""
+    return frame(op, payload, rq_id, tx_id)
 
 
 def _packets(data):
