@@ -71,7 +71,7 @@ def wire(op, rq_id, tx_id, payload):
     return WIRE_HEADER.pack(int(op), rq_id, tx_id, len(payload)) + payload
 
 
-# ------------------------------------------------------------------ Op
+# Op.
 
 @pytest.mark.parametrize("name,number", sorted(EXPECTED_OPS.items(), key=lambda i: i[1]))
 def test_op_names_and_numbers(name, number):
@@ -88,7 +88,7 @@ def test_op_has_exactly_the_expected_names():
     assert {name: int(op) for name, op in Op.__members__.items()} == EXPECTED_OPS
 
 
-# ------------------------------------------------------------------ Packet
+# Packet.
 
 def test_packet_fields():
     assert Packet._fields == ("op", "rq_id", "tx_id", "size", "payload")
@@ -200,7 +200,7 @@ def test_codec_exceptions_are_value_errors_and_pyxs_errors():
         assert getattr(exceptions, cls.__name__) is cls
 
 
-# ------------------------------------------------------------ encode/decode
+# Encode/decode.
 
 @FAST
 @given(ops, payloads, UINT32, UINT32)
@@ -237,7 +237,7 @@ def test_decode_refuses_truncated_message(packet, data):
         Packet.decode(encoded[:cut])
 
 
-# ------------------------------------------------------------ PacketDecoder
+# PacketDecoder.
 
 @st.composite
 def stream_and_chunks(draw):
@@ -337,7 +337,7 @@ def test_unexpected_packet_is_a_connection_error():
     assert issubclass(UnexpectedPacket, PyXSError)
 
 
-# ------------------------------------------------------------------ Event
+# Event.
 
 def test_event_is_a_path_token_pair():
     e = Event("/foo/bar", "a unique token")

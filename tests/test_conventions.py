@@ -18,7 +18,7 @@ from pyxs.exceptions import InvalidPath, Timeout, UnexpectedPacket
 from pyxs.helpers import validate_path, validate_watch_path
 
 
-# ------------------------------------------------------------- exceptions
+# Exceptions.
 
 def test_except_connectionerror_catches_a_failed_connection(tmp_path):
     client = Client(unix_socket_path=str(tmp_path / "no-daemon-here"))
@@ -73,7 +73,7 @@ def test_invalid_path_is_refused_before_sending(client):
         validate_watch_path("@fooDomain")
 
 
-# ---------------------------------------------------- conveniences of 0.5
+# Conveniences of 0.5.
 
 def test_read_with_a_default(client, root):
     client.write(root + "/name", "guest")
@@ -155,7 +155,7 @@ def test_repr_names_the_connection(xenstore):
             assert repr(monitor) == "<Monitor on %s, connected>" % where
 
 
-# ------------------------------------------------------------- pyxs 0.4
+# Pyxs 0.4.
 
 @pytest.mark.parametrize("old, new", [
     ("list", "Client.ls()"),
@@ -250,7 +250,7 @@ def test_0_4_monitor_function(xenstore, monkeypatch):
         assert m.wait(timeout=5) == pyxs.Event("/pyxs-test", "t")
 
 
-# ----------------------------------------------------- public import paths
+# Public import paths.
 
 def test_public_paths_are_the_same_objects():
     import pyxs._compat
@@ -265,7 +265,7 @@ def test_public_paths_are_the_same_objects():
     assert pyxs.protocol.Op is pyxs.Op and pyxs.protocol.Packet is pyxs.Packet
 
 
-# -------------------------------------------------------------- import cost
+# Import cost.
 
 def _modules_after(code):
     # -S: without site, nothing is imported before pyxs but what the

@@ -35,7 +35,7 @@ ASCII_DIGITS = "0123456789"
 SPECIAL_WATCH_PATHS = ("@introduceDomain", "@releaseDomain")
 
 
-# ---------------------------------------------------------------- oracles
+# Oracles.
 
 #: A path by its grammar: the root, or segments of allowed characters
 #: joined by single slashes, with an optional leading slash.
@@ -81,7 +81,7 @@ def accepts(validator, value, exc):
     return True
 
 
-# ----------------------------------------------------------- exceptions
+# Exceptions.
 
 def test_pyxs_error_is_the_base():
     assert issubclass(PyXSError, Exception)
@@ -128,7 +128,7 @@ def test_exceptions_are_exported():
         assert getattr(exceptions, name) is getattr(pyxs, name)
 
 
-# ---------------------------------------------------------------- error()
+# Error().
 
 def test_error_from_number():
     e = error(22)
@@ -190,7 +190,7 @@ def test_oxenstored_equota_is_enospc():
     assert error(b"EQUOTA").errno == errno.ENOSPC
 
 
-# ------------------------------------------- bytes-like and non-text input
+# Bytes-like and non-text input.
 
 BYTES_LIKE = [bytearray, memoryview]
 
@@ -299,7 +299,7 @@ def test_encode_perms():
     assert str(info.value) == "a permission list needs at least the owner entry"
 
 
-# ------------------------------------------------------ validate_path
+# Validate_path.
 
 VALID_PATHS = [
     "/",
@@ -400,7 +400,7 @@ def test_path_length_boundaries(prefix, limit):
                 validate_path(path)
 
 
-# ----------------------------------------------- validate_path vs oracle
+# Validate_path vs oracle.
 
 #: Characters a path may hold, and some it may not.
 PATH_ALPHABET = st.sampled_from(
@@ -454,7 +454,7 @@ def test_well_formed_paths_are_valid(segments, absolute):
     assert validate_path(path) == path
 
 
-# ---------------------------------------------------- validate_watch_path
+# Validate_watch_path.
 
 @pytest.mark.parametrize("wpath", ["@introduceDomain", "@releaseDomain",
                                    b"@introduceDomain", b"@releaseDomain",
@@ -481,7 +481,7 @@ def test_validate_watch_path_matches_oracle(wpath):
         repr(wpath)
 
 
-# ---------------------------------------------------------- validate_perms
+# Validate_perms.
 
 @pytest.mark.parametrize("perms", [["b0"], ["n0", "r5"], ["w1", "r2", "b3", "n4"],
                                    ["r0123"], ["n4294967295"], [b"r5"], [b"n0", "b7"],
