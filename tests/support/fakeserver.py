@@ -233,6 +233,7 @@ class Peer:
 
 
 def honest(peer):
+    """The script of the connections beyond those scripted."""
     peer.serve()
 
 
@@ -255,6 +256,8 @@ class ScriptedServer(FakeServer):
         script(peer)
 
     def fire(self, path):
+        """Send the watch event for a change of *path* to every connection
+        watching it."""
         with self._peers_lock:
             peers = list(self.peers)
         for peer in peers:
@@ -266,6 +269,7 @@ class ScriptedServer(FakeServer):
                         pass
 
     def wait_for_peers(self, count, timeout=SERVER_PATIENCE):
+        """The *count*-th connection, once it has come (bounded)."""
         deadline = time.monotonic() + timeout
         while len(self.peers) < count:
             assert time.monotonic() < deadline, "no connection %d came" % count

@@ -2,11 +2,10 @@
 
 It speaks to any XenStore socket (the emulator's or a real daemon's), or
 to the emulator's pseudo-terminal, without going through pyxs's Client,
-so that a test can check pyxs
-against what a daemon really says, clean up after pyxs, or send what pyxs
-never would (any operation number, any request id).  Frames are built
-from the codec's ``HEADER`` and read back as they come; watch events are
-kept apart from replies, in arrival order.
+so that a test can check pyxs against what a daemon really says, clean up
+after pyxs, or send what pyxs never would (any operation number, any
+request id).  Frames are built from the codec's ``HEADER`` and read back
+as they come; watch events are kept apart from replies, in arrival order.
 """
 
 import os
