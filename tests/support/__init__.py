@@ -16,9 +16,9 @@ Tests import the modules themselves, so that tests/conftest.py can watch
 what they reach for.
 """
 
-from .daemons import Daemon, start
+from .daemons import start
 from .xen import Unavailable, cache_dir, xen_version
 from .xen_clients import c_client, load_lowlevel_xs, open_lowlevel_xs
 
-__all__ = ["Daemon", "Unavailable", "c_client", "cache_dir", "load_lowlevel_xs",
-           "open_lowlevel_xs", "start", "xen_version"]
+__all__ = ["Unavailable", "c_client", "cache_dir", "load_lowlevel_xs", "open_lowlevel_xs",
+           "start", "xen_version"]
