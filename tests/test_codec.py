@@ -200,7 +200,7 @@ def test_codec_exceptions_are_value_errors_and_pyxs_errors():
         assert getattr(exceptions, cls.__name__) is cls
 
 
-# Encode/decode.
+# Encoding and decoding.
 
 @FAST
 @given(ops, payloads, UINT32, UINT32)

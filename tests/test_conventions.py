@@ -155,7 +155,7 @@ def test_repr_names_the_connection(xenstore):
             assert repr(monitor) == "<Monitor on %s, connected>" % where
 
 
-# Pyxs 0.4.
+# pyxs 0.4.
 
 @pytest.mark.parametrize("old, new", [
     ("list", "Client.ls()"),

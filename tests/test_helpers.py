@@ -128,7 +128,7 @@ def test_exceptions_are_exported():
         assert getattr(exceptions, name) is getattr(pyxs, name)
 
 
-# Error().
+# error().
 
 def test_error_from_number():
     e = error(22)
@@ -299,7 +299,7 @@ def test_encode_perms():
     assert str(info.value) == "a permission list needs at least the owner entry"
 
 
-# Validate_path.
+# validate_path.
 
 VALID_PATHS = [
     "/",
@@ -400,7 +400,7 @@ def test_path_length_boundaries(prefix, limit):
                 validate_path(path)
 
 
-# Validate_path vs oracle.
+# validate_path against an oracle.
 
 #: Characters a path may hold, and some it may not.
 PATH_ALPHABET = st.sampled_from(
@@ -454,7 +454,7 @@ def test_well_formed_paths_are_valid(segments, absolute):
     assert validate_path(path) == path
 
 
-# Validate_watch_path.
+# validate_watch_path.
 
 @pytest.mark.parametrize("wpath", ["@introduceDomain", "@releaseDomain",
                                    b"@introduceDomain", b"@releaseDomain",
@@ -481,7 +481,7 @@ def test_validate_watch_path_matches_oracle(wpath):
         repr(wpath)
 
 
-# Validate_perms.
+# validate_perms.
 
 @pytest.mark.parametrize("perms", [["b0"], ["n0", "r5"], ["w1", "r2", "b3", "n4"],
                                    ["r0123"], ["n4294967295"], [b"r5"], [b"n0", "b7"],

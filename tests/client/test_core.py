@@ -53,7 +53,7 @@ def error_reply(name):
     return (Op.ERROR, name.encode() + b"\0")
 
 
-# Read_many.
+# Client.read_many.
 
 def test_read_many_gives_values_in_order_and_none_for_missing(client, root):
     count = 2 * PIPELINE_DEPTH + 3
@@ -402,7 +402,7 @@ def test_walk_asks_for_each_node_once_in_bounded_batches(xenstore, root):
     assert len(connection.writes) <= len(nodes) // 4
 
 
-# Run_in_transaction.
+# Client.run_in_transaction.
 
 def test_run_in_transaction_with_one_attempt_does_not_retry(client, xenstore, root):
     rival = other_client(xenstore)

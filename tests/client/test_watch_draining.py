@@ -262,7 +262,7 @@ def test_transaction_does_not_cross_a_fork(client, root):
     assert client.read(root + "/tx") == "parent"
 
 
-# Wait_for.
+# Client.wait_for.
 
 def test_wait_for_a_value_set_later(xenstore, client, root):
     path = root + "/state"
