@@ -349,7 +349,7 @@ def test_event_is_a_path_token_pair():
     assert Event(path="/a", token="t") == Event("/a", "t")
 
 
-# ------------------------------------------------------------ the frame layer
+# The frame layer.
 
 frames = st.tuples(UINT32, UINT32, UINT32, small_payloads)
 

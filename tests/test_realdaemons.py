@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from pyxs._internal import Op
+from pyxs._internal import Op, encode_frame
 
 from .support import daemons, xen, xen_clients
 from .support.commands import REPO
-from .support.wire import RawConnection, frame, raw_request
+from .support.wire import RawConnection, raw_request
 
 pytestmark = pytest.mark.realdaemon
 
@@ -122,8 +122,8 @@ def test_raw_write_read_directory(real_daemon, node_root):
 def test_raw_replies_echo_ids_on_one_connection(real_daemon, node_root):
     path = (node_root + "/ids").encode()
     with RawConnection(real_daemon.socket_path, 5) as conn:
-        conn.sock.sendall(frame(Op.WRITE, path + b"\0v", rq_id=77)
-                          + frame(Op.READ, path + b"\0", rq_id=78))
+        conn.sock.sendall(encode_frame(Op.WRITE, 77, 0, path + b"\0v")
+                          + encode_frame(Op.READ, 78, 0, path + b"\0"))
         replies = [conn.read_frame() for _ in range(2)]
     assert replies == [(Op.WRITE, 77, 0, b"OK\0"), (Op.READ, 78, 0, b"v")]
 
@@ -220,7 +220,7 @@ def test_kill_during_pending_request_closes_socket(start_daemon, kind):
     sock = _connect(daemon)
     try:
         daemon.pause()
-        sock.sendall(frame(Op.DIRECTORY, b"/\0"))
+        sock.sendall(encode_frame(Op.DIRECTORY, 0, 0, b"/\0"))
         sock.settimeout(0.3)
         with pytest.raises(socket.timeout):
             sock.recv(16)  # paused: no answer
@@ -242,7 +242,7 @@ def test_pause_and_resume(start_daemon, kind):
     daemon = start_daemon(kind)
     with RawConnection(daemon.socket_path, 5) as conn:
         daemon.pause()
-        conn.sock.sendall(frame(Op.READ, b"/tool\0", rq_id=5))
+        conn.sock.sendall(encode_frame(Op.READ, 5, 0, b"/tool\0"))
         conn.sock.settimeout(0.3)
         with pytest.raises(socket.timeout):
             conn.sock.recv(16)

@@ -25,11 +25,10 @@ import pytest
 
 import pyxs
 from pyxs import Client, Event, Monitor, UnixSocketConnection
-from pyxs._internal import HEADER, Op, Packet
+from pyxs._internal import HEADER, Op, Packet, encode_frame
 from pyxs.exceptions import (ConnectionError, InvalidPath, InvalidPayload,
                              InvalidPermission, PyXSError, Timeout, UnexpectedPacket)
 
-from ..support import wire
 from ..support.fakeserver import SERVER_PATIENCE
 from ..support.threads import InThread
 
@@ -110,7 +109,7 @@ def _wrong_transaction(peer, reads):
 
 
 def _unknown_type(peer, reads):
-    peer.send(HEADER.pack(999, reads[0].rq_id, 0, 3) + b"OK\0")
+    peer.send(encode_frame(999, reads[0].rq_id, 0, b"OK\0"))
     peer.wait_for_close()
 
 
@@ -556,7 +555,7 @@ def _fuzz_reply(rng, request):
                          bytes(rng.randrange(256) for _ in range(rng.randrange(8)))])
              for _ in range(rng.randrange(4))]
     payload = b"\0".join(words) + (b"\0" if rng.random() < 0.8 else b"")
-    return wire.frame(op, payload, rq_id, tx_id)
+    return encode_frame(op, rq_id, tx_id, payload)
 
 
 def _fuzzer(seed):

@@ -14,12 +14,11 @@ import time
 import pytest
 
 from pyxs import Client, ConnectionError, InvalidPayload, PyXSError
-from pyxs._internal import HEADER, Op
+from pyxs._internal import HEADER, Op, encode_frame
 from pyxs.connection import XenBusConnection
 from pyxs.testing import XenStoreServer
 
 from ..support import daemons, fuse, guestring, xen
-from ..support.wire import frame
 
 DOMID = 5
 HOME = "/local/domain/%d" % DOMID
@@ -471,7 +470,7 @@ def test_xenbus_connection_directly(setup):
     conn = XenBusConnection(setup.guest.device)
     conn.connect()
     try:
-        conn.send(frame(Op.GET_DOMAIN_PATH, b"5\0", 41), 5)
+        conn.send(encode_frame(Op.GET_DOMAIN_PATH, 41, 0, b"5\0"), 5)
         data = b""
         deadline = time.monotonic() + 5
         while len(data) < 16 + len(HOME) + 1 and time.monotonic() < deadline:

@@ -25,10 +25,10 @@ from hypothesis import assume, given, settings, strategies as st
 import pyxs._cnumbers as cnumbers
 import pyxs._compat as compat
 import pyxs.connection
-from pyxs._internal import Op
+from pyxs._internal import Op, encode_frame
 
 from ..support.fakeserver import FakeServer
-from ..support.wire import FrameReader, frame
+from ..support.wire import FrameReader
 from ..support.xen_clients import open_handle
 from .harness import SIDES, Recorder, differential
 
@@ -61,7 +61,7 @@ class FakeDaemon(FakeServer):
             while True:
                 op, rq_id, tx_id, payload = frames.read_frame()
                 connection.sendall(b"".join(
-                    frame(reply_op, reply, *((rq_id, tx_id) if i == 0 else (0, 0)))
+                    encode_frame(reply_op, *((rq_id, tx_id) if i == 0 else (0, 0)), reply)
                     for i, (reply_op, reply) in enumerate(self._script(op, payload))))
         except OSError:
             return  # The client went away (Closed included).

@@ -12,13 +12,13 @@ import time
 
 import pytest
 
-from pyxs._internal import HEADER, Op, PacketDecoder
+from pyxs._internal import HEADER, Op, PacketDecoder, encode_frame
 from pyxs.testing import XenStoreServer
 from pyxs.testing._server import Loop
 from pyxs.testing._store import Store
 
 from ..support.commands import checkout_env, emulator_command, run_pytest
-from ..support.wire import Closed, PtyConnection, RawConnection, frame
+from ..support.wire import Closed, PtyConnection, RawConnection
 
 
 def _open_fds():
@@ -218,7 +218,7 @@ def test_frames_split_and_batched_arbitrarily():
     with XenStoreServer() as server:
         sock = socket.socket(socket.AF_UNIX)
         sock.connect(server.socket_path)
-        data = b"".join(frame(Op.WRITE, b"/a%d\0%d" % (i, i), i) for i in range(1, 10))
+        data = b"".join(encode_frame(Op.WRITE, i, 0, b"/a%d\0%d" % (i, i)) for i in range(1, 10))
         for i in range(0, len(data), 7):
             sock.sendall(data[i:i + 7])
             time.sleep(0.001)

@@ -15,19 +15,18 @@ import time
 import pytest
 
 from pyxs import Client, PyXSError
-from pyxs._internal import HEADER, Op, PacketDecoder
+from pyxs._internal import HEADER, Op, PacketDecoder, encode_frame
 from pyxs.testing import XenStoreServer
 from pyxs.testing._xenbus import DEVICE_BUFFER, Frontend
 
 from ..support import fuse
 from ..support.commands import checkout_env, emulator_command, run_pytest
-from ..support.wire import frame
 
 
 def _message(op, payload, rq_id=1, tx_id=0):
     """A request as a program writes it to the device (request id 1
     unless said otherwise)."""
-    return frame(op, payload, rq_id, tx_id)
+    return encode_frame(op, rq_id, tx_id, payload)
 
 
 def _packets(data):

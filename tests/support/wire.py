@@ -4,32 +4,26 @@ It speaks to any XenStore socket (the emulator's or a real daemon's), or
 to the emulator's pseudo-terminal, without going through pyxs's Client,
 so that a test can check pyxs against what a daemon really says, clean up
 after pyxs, or send what pyxs never would (any operation number, any
-request id).  Frames are built from the codec's ``HEADER`` and read back
-as they come; watch events are kept apart from replies, in arrival order.
+request id).  Frames are built and split by the codec's frame layer
+(``encode_frame``, ``FrameDecoder``), which take any operation number;
+watch events are kept apart from replies, in arrival order.
 """
 
+import collections
 import os
 import select
 import socket
 import time
 from typing import Callable, List, Optional, Tuple
 
-from pyxs._internal import HEADER, Op
+from pyxs._internal import Frame, FrameDecoder, Op, encode_frame
 
 #: (type, payload) of a reply.
 Reply = Tuple[int, bytes]
-#: (type, rq_id, tx_id, payload) of any message.
-Frame = Tuple[int, int, int, bytes]
 
 
 class Closed(ConnectionResetError):
     """The other side closed the connection."""
-
-
-def frame(op: int, payload: bytes, rq_id: int = 0, tx_id: int = 0) -> bytes:
-    """One message as it goes on the wire; unlike pyxs's Packet, any
-    operation number and any payload size."""
-    return HEADER.pack(op, rq_id, tx_id, len(payload)) + payload
 
 
 class FrameReader:
@@ -38,25 +32,20 @@ class FrameReader:
 
     def __init__(self, read: Callable[[], bytes]) -> None:
         self._read = read
-        self._received = bytearray()
-
-    def _take(self, size: int) -> bytes:
-        while len(self._received) < size:
-            data = self._read()
-            if not data:
-                raise Closed("the other side closed the connection")
-            self._received += data
-        taken = bytes(self._received[:size])
-        del self._received[:size]
-        return taken
+        self._decoder = FrameDecoder()
+        self._frames: "collections.deque[Frame]" = collections.deque()
 
     def read_frame(self) -> Frame:
         """The next message: ``(type, rq_id, tx_id, payload)``.
 
         :raises Closed: when the other side closes the connection first.
         """
-        op, rq_id, tx_id, size = HEADER.unpack(self._take(HEADER.size))
-        return op, rq_id, tx_id, self._take(size)
+        while not self._frames:
+            data = self._read()
+            if not data:
+                raise Closed("the other side closed the connection")
+            self._frames.extend(self._decoder.feed(data))
+        return self._frames.popleft()
 
 
 class RawConnection:
@@ -98,7 +87,7 @@ class RawConnection:
     def send(self, op: int, payload: bytes, tx_id: int = 0) -> int:
         """Send a request with the next request id, and return that id."""
         self._rq_id += 1
-        self._write(frame(op, payload, self._rq_id, tx_id))
+        self._write(encode_frame(op, self._rq_id, tx_id, payload))
         return self._rq_id
 
     def read_frame(self) -> Frame:
