@@ -4,19 +4,18 @@ It speaks to any XenStore socket (the emulator's or a real daemon's), or
 to the emulator's pseudo-terminal, without going through pyxs's Client,
 so that a test can check pyxs against what a daemon really says, clean up
 after pyxs, or send what pyxs never would (any operation number, any
-request id).  Frames are built and split by the codec's frame layer
-(``encode_frame``, ``FrameDecoder``), which take any operation number;
-watch events are kept apart from replies, in arrival order.
+request id).  Frames are built by the codec's ``encode_frame`` and read
+back as they come, whatever their size; watch events are kept apart from
+replies, in arrival order.
 """
 
-import collections
 import os
 import select
 import socket
 import time
 from typing import Callable, List, Optional, Tuple
 
-from pyxs._internal import Frame, FrameDecoder, Op, encode_frame
+from pyxs._internal import HEADER, Frame, Op, encode_frame
 
 #: (type, payload) of a reply.
 Reply = Tuple[int, bytes]
@@ -28,24 +27,34 @@ class Closed(ConnectionResetError):
 
 class FrameReader:
     """Whole messages out of a byte stream, as they come; *read* gives the
-    next bytes of the stream, ``b""`` at its end."""
+    next bytes of the stream, ``b""`` at its end.
+
+    Unlike the codec's ``FrameDecoder``, it takes a message of any size:
+    the tests must see what daemons really send, oxenstored's DIRECTORY
+    replies over the protocol's 4096 bytes included.
+    """
 
     def __init__(self, read: Callable[[], bytes]) -> None:
         self._read = read
-        self._decoder = FrameDecoder()
-        self._frames: "collections.deque[Frame]" = collections.deque()
+        self._received = bytearray()
+
+    def _take(self, size: int) -> bytes:
+        while len(self._received) < size:
+            data = self._read()
+            if not data:
+                raise Closed("the other side closed the connection")
+            self._received += data
+        taken = bytes(self._received[:size])
+        del self._received[:size]
+        return taken
 
     def read_frame(self) -> Frame:
         """The next message: ``(type, rq_id, tx_id, payload)``.
 
         :raises Closed: when the other side closes the connection first.
         """
-        while not self._frames:
-            data = self._read()
-            if not data:
-                raise Closed("the other side closed the connection")
-            self._frames.extend(self._decoder.feed(data))
-        return self._frames.popleft()
+        op, rq_id, tx_id, size = HEADER.unpack(self._take(HEADER.size))
+        return op, rq_id, tx_id, self._take(size)
 
 
 class RawConnection:
