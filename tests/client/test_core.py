@@ -453,7 +453,7 @@ def test_domain_ids_as_text(client):
     assert client.is_domain_introduced("0") is True
 
 
-# ------------------------------------------------------------ spinning
+# Spinning for a reply.
 
 def test_a_caller_stops_spinning_where_it_does_not_pay_and_resumes_where_it_does(monkeypatch):
     """A spin that sees no reply makes the next 1, 2, 4 ... calls sleep at
