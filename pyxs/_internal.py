@@ -23,6 +23,7 @@ from .exceptions import InvalidOperation, InvalidPayload, UnexpectedPacket
 
 __all__ = ["Op", "Packet", "Event", "PacketDecoder", "FrameDecoder", "Frame", "HEADER",
            "PAYLOAD_MAX", "READ_SIZE", "WIRE_ERRORS", "client_errno", "libxenstore_errno",
+           "xenstored_error_name",
            "encode_frame", "join_strings", "split_strings"]
 
 #: The message header: operation, request id, transaction id, length.
@@ -88,7 +89,8 @@ WIRE_ERRORS: Dict[bytes, int] = {
 }
 
 # The error names of ERROR replies mean different things to the two front
-# ends: each applies its own policy, and both are here to be compared.
+# ends: each applies its own policy, and both are here to be compared, with
+# the daemon's policy for the names it sends.
 
 _ERRNO_OF_NAME = {name: number for number, name in errno.errorcode.items()}
 # oxenstored's non-standard name for what C xenstored calls ENOSPC.
@@ -116,6 +118,21 @@ def libxenstore_errno(name: bytes) -> int:
     True
     """
     return WIRE_ERRORS.get(name, errno.EINVAL)
+
+
+_WIRE_NAMES = {number: name for name, number in WIRE_ERRORS.items()}
+
+
+def xenstored_error_name(code: int) -> bytes:
+    """The error name C xenstored sends for the error number *code*
+    (``send_error()`` in ``xenstored_core.c``), as the emulator in
+    :mod:`pyxs.testing` does: the names of :data:`WIRE_ERRORS` only,
+    ``EINVAL`` for any other number.
+
+    >>> xenstored_error_name(errno.ENOENT), xenstored_error_name(errno.EDQUOT)
+    (b'ENOENT', b'EINVAL')
+    """
+    return _WIRE_NAMES.get(code, b"EINVAL")
 
 
 def encode_frame(op: int, rq_id: int, tx_id: int, payload: bytes) -> bytes:

@@ -397,3 +397,15 @@ def test_the_two_error_name_policies():
     assert client_errno("ETIMEDOUT") == errno.ETIMEDOUT
     assert libxenstore_errno(b"ETIMEDOUT") == errno.EINVAL
     assert client_errno("ENOTANERROR") == libxenstore_errno(b"ENOTANERROR") == errno.EINVAL
+
+
+def test_the_daemons_error_name_policy():
+    # What C xenstored sends: each error number of the protocol by its
+    # name, which both front ends read back; EINVAL for any other number.
+    import errno
+    from pyxs._internal import WIRE_ERRORS, libxenstore_errno, xenstored_error_name
+    for name, number in WIRE_ERRORS.items():
+        assert xenstored_error_name(number) == name
+        assert libxenstore_errno(xenstored_error_name(number)) == number
+    assert xenstored_error_name(errno.EDQUOT) == b"EINVAL"
+    assert xenstored_error_name(0) == b"EINVAL"

@@ -9,8 +9,9 @@ nothing; ``quota`` and ``quota-soft`` show and set the store's quotas.
 import errno
 from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
+from .._cnumbers import u32
 from .._internal import Op, split_strings
-from ._model import Connection, Domain, atoi, u32
+from ._model import Connection, Domain, atoi
 from ._outcome import Outcome, RequestFailed
 
 if TYPE_CHECKING:

@@ -16,12 +16,12 @@ import errno
 import enum
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, overload
 
-from .._cnumbers import parse_perm, signed
+from .._cnumbers import PERM_LETTERS, parse_perm, signed, u32
 from .._internal import PAYLOAD_MAX, Op, split_strings
 from . import _domain, _transaction, _watch
 from ._model import (
-    P_ALL, P_IGNORE, P_NONE, P_OWNER, P_READ, P_WRITE, PERM_LETTERS, Access, Connection, Node,
-    Perms, atoi, basename, child_name, get_parent, is_valid_nodename, onearg, u32)
+    P_ALL, P_IGNORE, P_NONE, P_OWNER, P_READ, P_WRITE, Access, Connection, Node,
+    Perms, atoi, basename, child_name, get_parent, is_valid_nodename, onearg)
 from ._outcome import Outcome, RequestFailed
 
 if TYPE_CHECKING:

@@ -10,9 +10,10 @@ connection (``INTRODUCE`` cannot map a ring page here).
 import errno
 from typing import TYPE_CHECKING, Optional
 
+from .._cnumbers import u32
 from .._internal import Op, split_strings
 from . import _core, _transaction, _watch
-from ._model import P_IGNORE, P_OWNER, P_WRITE, Connection, Domain, Node, Perms, atoi, onearg, u32
+from ._model import P_IGNORE, P_OWNER, P_WRITE, Connection, Domain, Node, Perms, atoi, onearg
 from ._outcome import Outcome, RequestFailed
 
 if TYPE_CHECKING:

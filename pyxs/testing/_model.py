@@ -40,7 +40,7 @@ P_WRITE = 0x02
 P_OWNER = 0x08
 P_IGNORE = 0x10
 P_ALL = P_READ | P_WRITE | P_OWNER
-PERM_LETTERS = {P_NONE: b"n", P_READ: b"r", P_WRITE: b"w", P_READ | P_WRITE: b"b"}
+# Their letters: pyxs._cnumbers.PERM_LETTERS, by the read and write bits.
 
 #: A node's permissions: ``[domid, bits]`` entries, the owner first.
 Perms = List[List[int]]
@@ -65,11 +65,6 @@ class Access(enum.Enum):
 
 
 # Numbers and arguments.
-
-def u32(value: int) -> int:
-    """*value* as a C ``unsigned int``."""
-    return value & 0xFFFFFFFF
-
 
 def atoi(text: bytes) -> int:
     """C ``atoi`` (an ``int``, so truncated to 32 bits)."""

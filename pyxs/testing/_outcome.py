@@ -5,10 +5,8 @@ raise to fail a request (xenstored_core.c: the sending functions)."""
 import errno
 from typing import Iterable, Iterator, List, Optional, Tuple
 
-from .._internal import PAYLOAD_MAX, WIRE_ERRORS, Op, Packet, join_strings
+from .._internal import PAYLOAD_MAX, Op, Packet, join_strings, xenstored_error_name
 from ._model import Connection
-
-_WIRE_ERRNOS = frozenset(WIRE_ERRORS.values())
 
 
 class RequestFailed(Exception):
@@ -89,10 +87,7 @@ class Outcome:
 
     # xenstored_core.c: send_error()
     def error(self, code: int) -> None:
-        # Only the protocol's names go on the wire.
-        if code not in _WIRE_ERRNOS:
-            code = errno.EINVAL
-        self.reply(Op.ERROR, errno.errorcode[code].encode() + b"\0")
+        self.reply(Op.ERROR, join_strings(xenstored_error_name(code)))
 
     # xenstored_core.c: send_event()
     def event(self, conn: Connection, path: bytes, token: bytes) -> None:

@@ -37,11 +37,11 @@ import errno
 from collections import OrderedDict
 from typing import Callable, Dict, List, Tuple
 
-from .._cnumbers import signed
+from .._cnumbers import PERM_LETTERS, signed
 from .._internal import Op, Packet
 from . import _control, _core, _domain, _transaction, _watch
 from ._model import (
-    DEFAULT_QUOTAS, NO_GENERATION, P_IGNORE, P_NONE, PERM_LETTERS, Connection, Domain, Node, Perms)
+    DEFAULT_QUOTAS, NO_GENERATION, P_IGNORE, P_NONE, Connection, Domain, Node, Perms)
 from ._outcome import Outcome, RequestFailed
 
 __all__ = ["Store", "Connection", "Outcome", "DEFAULT_QUOTAS", "NO_GENERATION"]

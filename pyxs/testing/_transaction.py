@@ -34,9 +34,10 @@ starts; it copies nodes one at a time, the first time it touches each:
 import errno
 from typing import TYPE_CHECKING, Dict, Optional
 
+from .._cnumbers import u32
 from .._internal import Op
 from . import _domain, _watch
-from ._model import NO_GENERATION, Access, Accessed, Connection, Node, Transaction, onearg, u32
+from ._model import NO_GENERATION, Access, Accessed, Connection, Node, Transaction, onearg
 from ._outcome import Outcome, RequestFailed
 
 if TYPE_CHECKING:
