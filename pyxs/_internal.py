@@ -17,11 +17,12 @@ from __future__ import annotations
 import enum
 import errno
 import struct
-from typing import Dict, Generic, List, NamedTuple, Optional, Tuple, TypeVar, Union
+from typing import Any, Dict, Generic, List, NamedTuple, Optional, Tuple, TypeVar, Union
 
 from .exceptions import InvalidOperation, InvalidPayload, UnexpectedPacket
 
-__all__ = ["Op", "Packet", "Event", "PacketDecoder", "FrameDecoder", "Frame", "HEADER",
+__all__ = ["Op", "Packet", "Event", "PacketDecoder", "FrameDecoder", "Frame", "OversizedFrame",
+           "HEADER",
            "PAYLOAD_MAX", "READ_SIZE", "WIRE_ERRORS", "client_errno", "libxenstore_errno",
            "xenstored_error_name",
            "encode_frame", "join_strings", "split_strings"]
@@ -233,6 +234,23 @@ class Event(NamedTuple):
     token: str
 
 
+class OversizedFrame(UnexpectedPacket):
+    """A message header announced more than :data:`PAYLOAD_MAX` bytes of
+    payload: nothing after it can be trusted.
+
+    :ivar size: the payload size the header announced.
+    :ivar before: the whole messages the same ``feed()`` completed before
+        that header, for a server to answer them first, as xenstored
+        does (it reads and handles one message at a time).
+    """
+
+    def __init__(self, size: int, before: List[Any]) -> None:
+        super().__init__("a message header announces %d bytes of payload, over the limit of %d"
+                         % (size, PAYLOAD_MAX))
+        self.size = size
+        self.before = before
+
+
 class _FrameSplitter(Generic[_Message]):
     """Split a byte stream into messages; subclasses say what a message
     becomes (:meth:`_message`)."""
@@ -252,19 +270,18 @@ class _FrameSplitter(Generic[_Message]):
         """The messages that *data* completes, in order; a partial one is
         kept for the next call.
 
-        :raises pyxs.exceptions.UnexpectedPacket: for a header announcing
-            more than :data:`PAYLOAD_MAX` bytes.
+        :raises OversizedFrame: for a header announcing more than
+            :data:`PAYLOAD_MAX` bytes.
         """
         buffer = self._buffer
         buffer += data
-        messages = []
+        messages: List[_Message] = []
         message = self._message
         start, end = 0, len(buffer)
         while end - start >= HEADER.size:
             op, rq_id, tx_id, size = HEADER.unpack_from(buffer, start)
             if size > PAYLOAD_MAX:
-                raise UnexpectedPacket("a message header announces %d bytes of payload, "
-                                       "over the limit of %d" % (size, PAYLOAD_MAX))
+                raise OversizedFrame(size, messages)
             stop = start + HEADER.size + size
             if stop > end:
                 break
@@ -279,7 +296,7 @@ class FrameDecoder(_FrameSplitter[Frame]):
     payload)`` with *op* a plain number, for whoever must see operations
     that :class:`Op` does not know (a server answers them with an
     error).  Like :class:`PacketDecoder`, it refuses a header announcing
-    more than :data:`PAYLOAD_MAX` bytes.
+    more than :data:`PAYLOAD_MAX` bytes (:exc:`OversizedFrame`).
 
     >>> FrameDecoder().feed(encode_frame(99, 1, 0, b"x"))
     [(99, 1, 0, b'x')]

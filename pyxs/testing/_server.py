@@ -11,7 +11,8 @@ With a XenBus path it also serves a guest's XenBus device: a FUSE file
 conversation, multiplexed by Linux's rules onto one ring connection of
 the guest's domain, and a symbolic link to it at the path asked for.
 
-Frames are cut with the codec's :data:`~pyxs._internal.HEADER`; the
+Frames are cut by the codec's :class:`~pyxs._internal.FrameDecoder`, which
+passes on operations it does not know, for the store to answer; the
 store sees every request in arrival order, one at a time, and says in
 each :class:`~._outcome.Outcome` what to send and which connections to stop
 serving.  The loop keeps what it has yet to write.
@@ -24,6 +25,7 @@ released: a ring cannot be closed, so its descriptor stays open, and
 what arrives on it is ignored.
 """
 
+import collections
 import errno
 import logging
 import os
@@ -33,9 +35,10 @@ import shutil
 import stat
 import tempfile
 import tty
-from typing import Dict, List, Optional, Union
+from typing import Deque, Dict, List, Optional, Union
 
-from .._internal import HEADER, PAYLOAD_MAX, Packet
+from .._internal import READ_SIZE, Frame, FrameDecoder, OversizedFrame, Packet
+from ..connection import wakeup_pipe
 from ._model import Connection
 from ._outcome import Outcome, duplicate_event
 from ._store import Store
@@ -45,8 +48,6 @@ __all__ = ["Loop"]
 
 log = logging.getLogger("pyxs.testing")
 
-_READ_SIZE = 65536
-
 
 class _Peer:
     """One served file descriptor: a socket client or the pty master."""
@@ -55,7 +56,7 @@ class _Peer:
         self.fd = fd
         self.conn = conn
         self.sock = sock
-        self.inbuf = bytearray()
+        self.requests = FrameDecoder()
         #: Packets to write, after :attr:`outbuf`.
         self.queue: List[Packet] = []
         #: The bytes being written.
@@ -64,8 +65,8 @@ class _Peer:
 
     def recv(self) -> bytes:
         if self.sock is not None:
-            return self.sock.recv(_READ_SIZE)
-        return os.read(self.fd, _READ_SIZE)
+            return self.sock.recv(READ_SIZE)
+        return os.read(self.fd, READ_SIZE)
 
     def send(self, data: Union[bytes, bytearray]) -> int:
         if self.sock is not None:
@@ -87,7 +88,10 @@ class Loop:
         self._xenbus: Optional[FuseDevice] = None
         self._xenbus_conn: Optional[Connection] = None
         self._xenbus_dir: Optional[str] = None
-        self._ring_out = bytearray()
+        # What the device's kernel side put on the ring, cut into requests
+        # the store has yet to see.
+        self._ring_frames = FrameDecoder()
+        self._ring_requests: Deque[Frame] = collections.deque()
         self.socket_path = socket_path
         self.pty_path: Optional[str] = None
         self._want_pty = pty
@@ -112,9 +116,7 @@ class Loop:
             raise
 
     def _open(self) -> None:
-        self._wake_r, self._wake_w = os.pipe()
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
+        self._wake_r, self._wake_w = wakeup_pipe()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         try:
             if stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
@@ -160,7 +162,7 @@ class Loop:
             raise FileExistsError(errno.EEXIST, "already exists", path)
         self._xenbus_dir = tempfile.mkdtemp(prefix="pyxs-xenbus-")
         device = FuseDevice(self._xenbus_dir, "xenbus",
-                            lambda readable: Frontend(self._ring_out.extend, readable))
+                            lambda readable: Frontend(self._put_on_ring, readable))
         device.mount()
         self._xenbus = device
         os.symlink(device.path, path)
@@ -195,17 +197,18 @@ class Loop:
             return
         self._run_ring()
 
+    def _put_on_ring(self, data: bytes) -> None:
+        """The device's kernel side writes *data* to the ring."""
+        self._ring_requests.extend(self._ring_frames.feed(data))
+
     def _run_ring(self) -> None:
-        """Hand the store the whole messages the device's kernel side
-        put on the ring; replies and events go back through _dispatch."""
-        out, conn, device = self._ring_out, self._xenbus_conn, self._xenbus
-        assert conn is not None and device is not None  # Set with the device.
-        while len(out) >= HEADER.size:
-            op, rq_id, tx_id, size = HEADER.unpack_from(out)
-            if len(out) < HEADER.size + size:
-                break
-            payload = bytes(out[HEADER.size:HEADER.size + size])
-            del out[:HEADER.size + size]
+        """Hand the store the requests on the ring, in order, also those
+        put there meanwhile; replies and events go back through
+        _dispatch."""
+        requests, conn = self._ring_requests, self._xenbus_conn
+        assert conn is not None  # Set with the device.
+        while requests:
+            op, rq_id, tx_id, payload = requests.popleft()
             self._dispatch(self.store.handle_raw(conn, op, rq_id, tx_id, payload))
 
     def close(self) -> None:
@@ -332,35 +335,27 @@ class Loop:
             return
         if peer.abandoned:
             return
-        peer.inbuf += data
-        self._process(peer)
+        self._process(peer, data)
 
-    def _process(self, peer: _Peer) -> None:
-        """Hand the store each whole request in *peer*'s input, in order,
-        and dispatch the outcomes; stop at the first request that ends
-        *peer*."""
-        buf = peer.inbuf
-        start = 0
-        while len(buf) - start >= HEADER.size:
-            op, rq_id, tx_id, size = HEADER.unpack_from(buf, start)
-            if size > PAYLOAD_MAX:
-                log.info("failing a connection that sent a %d-byte frame", size)
-                del buf[:]
-                self._fail(peer)
-                return
-            end = start + HEADER.size + size
-            if end > len(buf):
-                break
-            payload = bytes(buf[start + HEADER.size:end])
-            start = end
-            conn = peer.conn
+    def _process(self, peer: _Peer, data: bytes) -> None:
+        """Hand the store each whole request that *data* completes in
+        *peer*'s input, in order, and dispatch the outcomes; stop at the
+        first request that ends *peer*.  A header announcing more than
+        :data:`~pyxs._internal.PAYLOAD_MAX` bytes fails *peer*, once the
+        requests before it are handled."""
+        oversized: Optional[OversizedFrame] = None
+        try:
+            requests: List[Frame] = peer.requests.feed(data)
+        except OversizedFrame as exc:
+            requests, oversized = exc.before, exc
+        conn = peer.conn
+        for op, rq_id, tx_id, payload in requests:
             try:
                 outcome = self.store.handle_raw(conn, op, rq_id, tx_id, payload)
             except Exception:  # a bug in the store: spare the other clients
                 log.exception("the emulator failed on a request (op %d); "
                               "ending the connection", op)
                 self.store.fail(conn)
-                del buf[:]
                 self._fail(peer)
                 return
             if conn in outcome.failed:
@@ -368,9 +363,10 @@ class Loop:
                             "(op %d); ending the connection", op)
             self._dispatch(outcome)
             if not self._serving(peer) or peer.abandoned:
-                del buf[:]
                 return
-        del buf[:start]
+        if oversized is not None:
+            log.info("failing a connection that sent a %d-byte frame", oversized.size)
+            self._fail(peer)
 
     def _fail(self, peer: _Peer) -> None:
         """*peer* broke the protocol, or its request would have crashed the
@@ -424,7 +420,7 @@ class Loop:
                 # Only a ring's domain is released, and a ring cannot be
                 # closed.
                 self._abandon(peer)
-        if self._ring_out:
+        if self._ring_requests:
             self._run_ring()  # the device's kernel side answered an event
 
     def _writable(self, peer: _Peer) -> None:

@@ -43,7 +43,8 @@ import struct
 import subprocess
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from .._internal import HEADER, Op
+from .._cnumbers import u32
+from .._internal import HEADER, FrameDecoder, Op, encode_frame, join_strings
 
 __all__ = ["Frontend", "Handle", "FuseDevice", "unmount"]
 
@@ -100,7 +101,7 @@ class Frontend:
         self._pending: Dict[int, Tuple[int, Handle, Tuple[int, int, int, int],
                                        Optional[Callable[[int], None]]]] = {}
         self._watches: Dict[bytes, Tuple[Handle, bytes]] = {}
-        self._inbuf = bytearray()
+        self._responses = FrameDecoder()
         self._abandoned = False
 
     # The device's file operations.
@@ -161,7 +162,7 @@ class Frontend:
                body: bytes) -> None:
         if handle.closed:
             return
-        handle.replies += HEADER.pack(op, header[1], header[2], len(body)) + body
+        handle.replies += encode_frame(op, header[1], header[2], body)
         self._readable(handle)
 
     def abandon(self) -> None:
@@ -183,9 +184,9 @@ class Frontend:
             done(errno.EIO)
             return
         rq_id = self._next_rq
-        self._next_rq = (rq_id + 1) & 0xFFFFFFFF
+        self._next_rq = u32(rq_id + 1)
         self._pending[rq_id] = (purpose, handle, header, done)
-        self._send(HEADER.pack(header[0], rq_id, header[2], len(body)) + body)
+        self._send(encode_frame(header[0], rq_id, header[2], body))
 
     def _request(self, handle: Handle, header: Tuple[int, int, int, int],
                  body: bytes) -> None:
@@ -232,23 +233,17 @@ class Frontend:
             done(taken)
 
         self._ring(_FOR_WATCH, handle, (Op.WATCH, 0, 0, 0),
-                   path + b"\0" + ktoken + b"\0", registered)
+                   join_strings(path, ktoken), registered)
 
     def _unregister(self, handle: Handle, path: bytes, ktoken: bytes) -> None:
         self._watches.pop(ktoken, None)
-        self._ring(_FOR_KERNEL, handle, (Op.UNWATCH, 0, 0, 0), path + b"\0" + ktoken + b"\0")
+        self._ring(_FOR_KERNEL, handle, (Op.UNWATCH, 0, 0, 0), join_strings(path, ktoken))
 
     # What the daemon sends.
 
     def ring_input(self, data: bytes) -> None:
         """Bytes the daemon put on the ring's response side."""
-        self._inbuf += data
-        while len(self._inbuf) >= HEADER.size:
-            op, rq_id, tx_id, size = HEADER.unpack_from(self._inbuf)
-            if len(self._inbuf) < HEADER.size + size:
-                return
-            body = bytes(self._inbuf[HEADER.size:HEADER.size + size])
-            del self._inbuf[:HEADER.size + size]
+        for op, rq_id, _, body in self._responses.feed(data):
             if op == Op.WATCH_EVENT:
                 self._event(body)
             else:
@@ -259,7 +254,7 @@ class Frontend:
         if len(parts) < 2 or parts[1] not in self._watches:
             return  # a watch removed while its event was on its way
         handle, token = self._watches[parts[1]]
-        payload = parts[0] + b"\0" + token + b"\0"
+        payload = join_strings(parts[0], token)
         # Linux fills in only the type and length of an event's header.
         self._reply(handle, (Op.WATCH_EVENT, 0, 0, 0), Op.WATCH_EVENT, payload)
 

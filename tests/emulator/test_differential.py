@@ -23,7 +23,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pyxs._internal import Op
+from pyxs._internal import HEADER, Op
 from pyxs.testing import XenStoreServer
 
 from ..support import daemons, xen
@@ -497,6 +497,26 @@ def test_oversized_frame_drops_only_that_connection(pair):
         bad.close()
         good.close()
     assert results[0] == results[1]
+
+
+def test_requests_before_an_oversized_frame_are_handled(pair):
+    """A request and then, in the same write, a header announcing more
+    than 4096 bytes: both daemons handle the request before they drop the
+    connection."""
+    results = []
+    for path in (pair.real.socket_path, pair.emu.socket_path):
+        bad = RawConnection(path, timeout=5)
+        good = RawConnection(path, timeout=5)
+        good.call(Op.RM, b"/t/before\0")
+        bad.sock.sendall(HEADER.pack(Op.WRITE, 1, 0, 11) + b"/t/before\0v"
+                         + HEADER.pack(Op.READ, 2, 0, 4097))
+        with pytest.raises((Closed, ConnectionResetError)):
+            while True:
+                bad.reply()
+        results.append(good.call(Op.READ, b"/t/before\0"))
+        bad.close()
+        good.close()
+    assert results[0] == results[1] == (Op.READ, b"v")
 
 
 def test_path_length_limits(pair):

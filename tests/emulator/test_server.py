@@ -182,6 +182,21 @@ def test_oversized_frame_drops_that_connection_only():
         good.close()
 
 
+def test_requests_before_an_oversized_frame_are_answered_first():
+    # xenstored reads and handles one message at a time.
+    with XenStoreServer() as server:
+        conn = RawConnection(server.socket_path)
+        conn.sock.sendall(HEADER.pack(Op.WRITE, 1, 0, 4) + b"/a\0v"
+                          + HEADER.pack(Op.READ, 2, 0, 4097))
+        assert conn.reply(1) == ([], (Op.WRITE, b"OK\0"))
+        with pytest.raises((Closed, ConnectionResetError)):
+            conn.reply()
+        conn.close()
+        other = RawConnection(server.socket_path)
+        assert other.call(Op.READ, b"/a\0") == (Op.READ, b"v")
+        other.close()
+
+
 def test_request_that_crashes_xenstored_drops_the_connection():
     with XenStoreServer() as server:
         conn, other = RawConnection(server.socket_path), RawConnection(server.socket_path)
