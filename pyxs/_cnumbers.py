@@ -3,7 +3,7 @@ and libxenstore's permission letters, for the two places pyxs must read
 and write numbers exactly as Xen's C code does: the
 :mod:`xen.lowlevel.xs` compatibility shim (transaction handles,
 permissions, watch tokens) and the emulator in :mod:`pyxs.testing`
-(request arguments)."""
+(request arguments, permission listings, ids that wrap at 32 bits)."""
 
 from typing import Dict, Optional, Tuple
 

@@ -22,10 +22,9 @@ from typing import Any, Dict, Generic, List, NamedTuple, Optional, Tuple, TypeVa
 from .exceptions import InvalidOperation, InvalidPayload, UnexpectedPacket
 
 __all__ = ["Op", "Packet", "Event", "PacketDecoder", "FrameDecoder", "Frame", "OversizedFrame",
-           "HEADER",
-           "PAYLOAD_MAX", "READ_SIZE", "WIRE_ERRORS", "client_errno", "libxenstore_errno",
-           "xenstored_error_name",
-           "encode_frame", "join_strings", "split_strings"]
+           "HEADER", "PAYLOAD_MAX", "READ_SIZE", "WIRE_ERRORS", "client_errno",
+           "libxenstore_errno", "xenstored_error_name", "encode_frame", "join_strings",
+           "split_strings"]
 
 #: The message header: operation, request id, transaction id, length.
 HEADER = struct.Struct("=IIII")
@@ -90,8 +89,8 @@ WIRE_ERRORS: Dict[bytes, int] = {
 }
 
 # The error names of ERROR replies mean different things to the two front
-# ends: each applies its own policy, and both are here to be compared, with
-# the daemon's policy for the names it sends.
+# ends: each applies its own policy, and both are here to be compared, as
+# is the daemon's, which picks the name it sends.
 
 _ERRNO_OF_NAME = {name: number for number, name in errno.errorcode.items()}
 # oxenstored's non-standard name for what C xenstored calls ENOSPC.
@@ -270,8 +269,8 @@ class _FrameSplitter(Generic[_Message]):
         """The messages that *data* completes, in order; a partial one is
         kept for the next call.
 
-        :raises OversizedFrame: for a header announcing more than
-            :data:`PAYLOAD_MAX` bytes.
+        :raises pyxs.exceptions.UnexpectedPacket: for a header announcing
+            more than :data:`PAYLOAD_MAX` bytes.
         """
         buffer = self._buffer
         buffer += data

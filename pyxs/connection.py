@@ -293,6 +293,9 @@ class XenBusConnection(FileDescriptorConnection):
         :raises pyxs.exceptions.ConnectionError: when a write fails
             otherwise.
         """
+        # Cut by the header's length field, not by FrameDecoder: the bytes
+        # go out as they came, where decoded frames would be copied and
+        # encoded again.
         view = memoryview(data)
         index = 0
         while view:

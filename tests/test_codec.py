@@ -384,6 +384,18 @@ def test_frame_decoder_refuses_oversized_length():
         FrameDecoder().feed(WIRE_HEADER.pack(99, 1, 0, PAYLOAD_LIMIT + 1))
 
 
+def test_an_oversized_frame_holds_the_frames_before_it():
+    # For the emulator, which answers those first, as xenstored does.
+    from pyxs._internal import FrameDecoder, OversizedFrame
+    good = wire(Op.READ, 1, 0, b"/a\0")
+    decoder = FrameDecoder()
+    with pytest.raises(OversizedFrame, match="announces 4097 bytes") as caught:
+        decoder.feed(good + WIRE_HEADER.pack(99, 2, 0, PAYLOAD_LIMIT + 1))
+    assert caught.value.before == [(Op.READ, 1, 0, b"/a\0")]
+    assert caught.value.size == PAYLOAD_LIMIT + 1
+    assert isinstance(caught.value, UnexpectedPacket)
+
+
 def test_the_two_error_name_policies():
     # The names of the protocol mean the same to both front ends; beyond
     # them, pyxs.Client reads any errno name (and EQUOTA as ENOSPC) where

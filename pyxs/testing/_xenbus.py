@@ -116,6 +116,8 @@ class Frontend:
         """Take one ``write()`` of *data*; *done* gets its result: the
         number of bytes taken, or a negative errno (now or once the daemon
         has answered a ``WATCH``)."""
+        # Cut here, not by FrameDecoder: the device counts the header in
+        # its limit, and takes one message a write.
         if not data:
             done(0)
             return
