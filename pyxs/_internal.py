@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import errno
 import struct
-from typing import Any, Dict, Generic, List, NamedTuple, Optional, Tuple, TypeVar, Union
+from typing import Dict, Generic, List, NamedTuple, Optional, Tuple, TypeVar, Union
 
 from .exceptions import InvalidOperation, InvalidPayload, UnexpectedPacket
 
@@ -233,9 +233,15 @@ class Event(NamedTuple):
     token: str
 
 
+def _oversized_message(size: int) -> str:
+    return "a message header announces %d bytes of payload, over the limit of %d" % (
+        size, PAYLOAD_MAX)
+
+
 class OversizedFrame(UnexpectedPacket):
-    """A message header announced more than :data:`PAYLOAD_MAX` bytes of
-    payload: nothing after it can be trusted.
+    """What :class:`FrameDecoder` raises for a message header announcing
+    more than :data:`PAYLOAD_MAX` bytes of payload: nothing after it can
+    be trusted.
 
     :ivar size: the payload size the header announced.
     :ivar before: the whole messages the same ``feed()`` completed before
@@ -243,9 +249,8 @@ class OversizedFrame(UnexpectedPacket):
         does (it reads and handles one message at a time).
     """
 
-    def __init__(self, size: int, before: List[Any]) -> None:
-        super().__init__("a message header announces %d bytes of payload, over the limit of %d"
-                         % (size, PAYLOAD_MAX))
+    def __init__(self, size: int, before: List[Frame]) -> None:
+        super().__init__(_oversized_message(size))
         self.size = size
         self.before = before
 
@@ -265,6 +270,11 @@ class _FrameSplitter(Generic[_Message]):
     def _message(self, op: int, rq_id: int, tx_id: int, payload: bytes) -> _Message:
         raise NotImplementedError
 
+    def _oversized(self, size: int, before: List[_Message]) -> UnexpectedPacket:
+        """The error for a header announcing *size* bytes, after the
+        messages *before* it."""
+        return UnexpectedPacket(_oversized_message(size))
+
     def feed(self, data: bytes) -> List[_Message]:
         """The messages that *data* completes, in order; a partial one is
         kept for the next call.
@@ -280,7 +290,7 @@ class _FrameSplitter(Generic[_Message]):
         while end - start >= HEADER.size:
             op, rq_id, tx_id, size = HEADER.unpack_from(buffer, start)
             if size > PAYLOAD_MAX:
-                raise OversizedFrame(size, messages)
+                raise self._oversized(size, messages)
             stop = start + HEADER.size + size
             if stop > end:
                 break
@@ -303,6 +313,9 @@ class FrameDecoder(_FrameSplitter[Frame]):
 
     def _message(self, op: int, rq_id: int, tx_id: int, payload: bytes) -> Frame:
         return op, rq_id, tx_id, payload
+
+    def _oversized(self, size: int, before: List[Frame]) -> UnexpectedPacket:
+        return OversizedFrame(size, before)
 
 
 class PacketDecoder(_FrameSplitter[Packet]):
