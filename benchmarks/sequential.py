@@ -1,0 +1,78 @@
+"""Sequential round trips: read, write and ls, one request at a time.
+
+Keys: ("seq", op, implementation, placement) in operations per second,
+("seqcpu", ...) in microseconds of this process's CPU per operation.
+Reads are also measured on a xen.lowlevel.xs handle that has set a watch
+(:data:`LOW_WATCHED`), whose replies go through libxenstore's reader
+thread: the cost of that state, shown in the notes.
+"""
+
+from base import LOW, OLD, PYXS, rotate
+from processes.harness import timed_loop
+
+LOW_WATCHED = "xen.lowlevel.xs, a handle with a watch"
+
+PATH, VALUE = "/bench/seq/key", "value-0123456789"
+WRITTEN, LISTED = "/bench/seq/written", "/bench/seq/dir"
+
+
+def run(ctx, n, rounds):
+    client, h, old, results = ctx.client, ctx.h, ctx.old, ctx.results
+    h.write("", PATH, VALUE)
+    for i in range(8):
+        h.write("", "%s/child%d" % (LISTED, i), "v")
+    calls = {
+        PYXS: {"read": (client.read, (PATH,)),
+               "write": (client.write, (WRITTEN, VALUE)),
+               "ls": (client.ls, (LISTED,))},
+        LOW: {"read": (h.read, ("", PATH)),
+              "write": (h.write, ("", WRITTEN, VALUE)),
+              "ls": (h.ls, ("", LISTED))},
+    }
+    for r, where in ctx.rounds("sequential", rounds, warm_up=True):
+        count = max(1, n // 10) if r == 0 else n
+        for op in ("read", "write", "ls"):
+            for impl in rotate(ctx.impls, r):
+                if impl == OLD:
+                    target = {"read": PATH, "write": WRITTEN, "ls": LISTED}[op]
+                    res = old.call(cmd="seq", op=op, n=count, path=target, value=VALUE)
+                    wall, cpu = res["wall"], res["cpu"]
+                else:
+                    f, fargs = calls[impl][op]
+                    wall, cpu = timed_loop(f, fargs, count)
+                if r == 0:
+                    continue
+                results.add(("seq", op, impl, where), n / wall)
+                results.add(("seqcpu", op, impl, where), cpu / n * 1e6)
+        if r:
+            wall, cpu = _watched_handle_reads(ctx, n)
+            results.add(("seq", "read", LOW_WATCHED, where), n / wall)
+            results.add(("seqcpu", "read", LOW_WATCHED, where), cpu / n * 1e6)
+
+
+def _watched_handle_reads(ctx, n):
+    """*n* reads on a new handle that has set a watch (and so started its
+    reader thread); closed afterwards, which ends the thread."""
+    h = ctx.lowlevel_handle()
+    try:
+        h.watch("/bench/seq/watched", "bench")
+        h.read_watch()  # XenStore's first event: the thread is running
+        return timed_loop(h.read, ("", PATH), n)
+    finally:
+        h.close()
+
+
+def notes(results, placements):
+    """What a watch on the handle costs xen.lowlevel.xs's reads."""
+    out = []
+    for where in placements:
+        fresh = results.best(("seq", "read", LOW, where), True)
+        watched = results.best(("seq", "read", LOW_WATCHED, where), True)
+        fresh_cpu = results.best(("seqcpu", "read", LOW, where), False)
+        watched_cpu = results.best(("seqcpu", "read", LOW_WATCHED, where), False)
+        if None not in (fresh, watched, fresh_cpu, watched_cpu):
+            out.append("xen.lowlevel.xs reads, %s (best rounds): %.0f/s and %.2f us CPU each "
+                       "on the benchmark's handle, %.0f/s and %.2f us on a handle with a "
+                       "watch (its reader thread)"
+                       % (where, fresh, fresh_cpu, watched, watched_cpu))
+    return out
