@@ -28,11 +28,6 @@ def domain_items(top, n):
     return items[:n]
 
 
-def supported(client):
-    """Whether this pyxs has ``Client.write_many``."""
-    return hasattr(client, "write_many")
-
-
 def run(ctx, n, rounds):
     client, h, results = ctx.client, ctx.h, ctx.results
     top = "/bench/bulk/domain"
@@ -48,9 +43,7 @@ def run(ctx, n, rounds):
         if not h.transaction_end(tx):
             raise RuntimeError("the xen.lowlevel.xs transaction did not commit")
 
-    creators = [(LOW, lowlevel_create)]
-    if supported(client):
-        creators.insert(0, (PYXS, pyxs_create))
+    creators = [(PYXS, pyxs_create), (LOW, lowlevel_create)]
     for r, where in ctx.rounds("bulk write", rounds):
         for impl, create in rotate(creators, r):
             if top in client:
@@ -62,9 +55,3 @@ def run(ctx, n, rounds):
             results.add(("bulk", impl, where), wall * 1e3)
             results.add(("bulkcpu", impl, where), cpu * 1e3)
 
-
-def notes(client):
-    if supported(client):
-        return []
-    return ["bulk write: this pyxs has no Client.write_many yet, so its side of the "
-            "row is not measured"]

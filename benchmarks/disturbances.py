@@ -94,6 +94,7 @@ class Disturbances:
         self.preload = os.environ.get("LD_PRELOAD")
         self.frequencies = cpu_frequencies()
         self.sections = []  # (name, other CPUs, steal share, threads)
+        self._first = self._last = None  # the whole run's samples
 
     @contextlib.contextmanager
     def section(self, name):
@@ -105,25 +106,39 @@ class Disturbances:
             return
         yield
         end = _Sample(self.helper_pids())
-        elapsed = max(end.time - start.time, 1e-9)
-        other = max((end.busy - start.busy) - (end.ours - start.ours), 0.0) / elapsed
-        steal = (end.steal - start.steal) / (elapsed * self.cpus)
-        if elapsed < SHORTEST_JUDGED:
-            other = steal = None
-        self.sections.append((name, other, steal, threads))
+        self._first = self._first or start
+        self._last = end
+        self.sections.append((name,) + self._load(start, end) + (threads,))
         self.frequencies += cpu_frequencies()
+
+    def _load(self, start, end):
+        """(CPUs kept busy by other processes, share of the CPUs' time the
+        hypervisor took) between two samples; (None, None) when they are
+        too close to tell."""
+        elapsed = end.time - start.time
+        if elapsed < SHORTEST_JUDGED:
+            return None, None
+        other = max((end.busy - start.busy) - (end.ours - start.ours), 0.0) / elapsed
+        return other, (end.steal - start.steal) / (elapsed * self.cpus)
+
+    def _judged(self):
+        """(name, other, steal, threads) of each section, then of the whole run."""
+        whole = [("whole run",) + self._load(self._first, self._last) + (0,)] \
+            if self._first else []
+        return self.sections + whole
 
     def lines(self):
         """What was measured, one line per section."""
         out = []
-        for name, other, steal, threads in self.sections:
+        for name, other, steal, threads in self._judged():
             if other is None:
                 load = "too short to measure other load"
             else:
                 load = ("other processes kept %.2f of the %d CPUs busy, the hypervisor "
                         "took %.1f%% of them" % (other, self.cpus, 100 * steal))
-            out.append("%s: %s; %d thread(s) in this process at its start"
-                       % (name, load, threads))
+            if threads:
+                load += "; %d thread(s) in this process at its start" % threads
+            out.append("%s: %s" % (name, load))
         if self.frequencies:
             out.append("CPU clock: %.0f-%.0f MHz over the run"
                        % (min(self.frequencies), max(self.frequencies)))
@@ -131,10 +146,12 @@ class Disturbances:
             out.append("CPU clock: not readable here")
         return out
 
-    def warnings(self):
-        """One "disturbed: ..." line for each limit passed."""
+    def verdict(self):
+        """One "disturbed: ..." line for each limit passed, or one line
+        saying the run was undisturbed, or too short to judge."""
         out = []
-        for name, other, steal, threads in self.sections:
+        judged = [other for _, other, _, _ in self._judged() if other is not None]
+        for name, other, steal, threads in self._judged():
             if other is not None and other > OTHER_LOAD_LIMIT:
                 out.append("disturbed: %s: other processes kept %.2f CPUs busy (limit %.2f)"
                            % (name, other, OTHER_LOAD_LIMIT))
@@ -152,4 +169,8 @@ class Disturbances:
                            % (low, high))
         if self.preload:
             out.append("disturbed: LD_PRELOAD=%s in this process" % self.preload)
-        return out
+        if out:
+            return out
+        if not judged:
+            return ["not judged: the run was too short to measure other load"]
+        return ["undisturbed: no limit of benchmarks/disturbances.py passed"]

@@ -185,16 +185,14 @@ def run(args):
                     old.close()
                 client.close()
                 h.close()
-            bulk_notes = bulk.notes(client)
         finally:
             daemon.stop()
 
     rows = report.table_rows(results, names, nodes, n_events)
-    warnings = disturbed.warnings() or ["undisturbed: no limit of disturbances.py passed"]
-    notes = (warnings + ["load average at the end: %s" % disturbances.loadavg()]
+    notes = (disturbed.verdict() + ["load average at the end: %s" % disturbances.loadavg()]
              + disturbed.lines() + sequential.notes(results, names)
              + tree.notes(results, names) + watch.notes(results, names)
-             + bulk_notes + old_notes)
+             + old_notes)
     text = report.render(rows, names)
     print()
     print(text)

@@ -11,8 +11,6 @@ import sys
 
 import pytest
 
-import pyxs
-
 from .support import daemons, xen, xen_clients
 from .support.commands import REPO
 
@@ -101,19 +99,14 @@ def test_quick_run_prints_the_whole_table(tmp_path):
 
     rows = table_rows(out)
     assert [(r[0], r[2]) for r in rows] == ROWS
-    # Client.write_many is measured once pyxs has it (the script says so).
-    bulk_measured = hasattr(pyxs.Client, "write_many")
-    assert bulk_measured or "no Client.write_many yet" in out
     for row in rows:
         old = "0.4.1" in row[2]  # measured only when PyPI could be reached
-        if row[0].startswith("create ") and not bulk_measured:
-            continue
         for mine, theirs, advantage in zip(row[3::3], row[4::3], row[5::3]):
             assert mine != "n/a", row  # pyxs itself is always measured
             assert old or (theirs != "n/a" and ADVANTAGE.match(advantage)), row
     for goal in ("goal 1,", "goal 2,", "goal 3,"):
         assert goal in out
-    assert "disturbed: " in out or "undisturbed: " in out
+    assert any(verdict in out for verdict in ("disturbed: ", "undisturbed: ", "not judged: "))
 
     rst = output.read_text()
     assert [(r[0], r[2]) for r in table_rows(rst)] == ROWS
