@@ -122,8 +122,10 @@ def start_daemon(tmp_path):
         return daemon
 
     yield _start
+    # oxenstored sometimes sleeps through SIGTERM (after a guest's
+    # conversation was ended): 2 s is plenty for a daemon that will exit.
     for daemon in started:
-        daemon.stop()
+        daemon.stop(timeout=2)
 
 
 @pytest.fixture(scope="session")
