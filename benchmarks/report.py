@@ -29,6 +29,8 @@ def table_rows(results, placements, nodes, n_events):
         for other in (LOW, OLD):
             row("%s, client CPU" % op, "us/op", ("seqcpu", op, PYXS), other,
                 ("seqcpu", op, other), False)
+    row("read, a busy process on the CPU", "ops/s", ("seqbusy", PYXS), LOW,
+        ("seqbusy", LOW), True)
     walk = "walk %d nodes, Client.walk" % nodes
     for other, label in (("xenstore-ls", "xenstore-ls -f (process)"),
                          ("xenstore-ls net", "xenstore-ls -f less its start"),

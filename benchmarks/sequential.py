@@ -4,8 +4,13 @@ Keys: ("seq", op, implementation, placement) in operations per second,
 ("seqcpu", ...) in microseconds of this process's CPU per operation.
 Reads are also measured on a xen.lowlevel.xs handle that has set a watch
 (:data:`LOW_WATCHED`), whose replies go through libxenstore's reader
-thread: the cost of that state, shown in the notes.
+thread: the cost of that state, shown in the notes.  And with a busy
+process on the clients' CPU, as on a loaded management domain: keys
+("seqbusy", implementation, placement), reads per second.
 """
+
+import subprocess
+import sys
 
 from base import LOW, OLD, PYXS, rotate
 from processes.harness import timed_loop
@@ -48,6 +53,24 @@ def run(ctx, n, rounds):
             wall, cpu = _watched_handle_reads(ctx, n)
             results.add(("seq", "read", LOW_WATCHED, where), n / wall)
             results.add(("seqcpu", "read", LOW_WATCHED, where), cpu / n * 1e6)
+            # A tenth as many: a client that yields its CPU to the busy
+            # process may wait a whole time slice for each reply.
+            count = max(1, n // 10)
+            for impl, wall in _reads_beside_a_busy_process(calls, count, r):
+                results.add(("seqbusy", impl, where), count / wall)
+
+
+def _reads_beside_a_busy_process(calls, n, r):
+    """(implementation, wall time) of *n* reads by pyxs and by
+    xen.lowlevel.xs while a process that never sleeps shares their CPU
+    (it inherits this process's CPU affinity)."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        return [(impl, timed_loop(*calls[impl]["read"], n)[0])
+                for impl in rotate([PYXS, LOW], r)]
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def _watched_handle_reads(ctx, n):

@@ -23,6 +23,7 @@ ROWS = [(op, other)
         for op in ("read, sequential", "write, sequential", "ls, sequential",
                    "read, client CPU", "write, client CPU", "ls, client CPU")
         for other in ("xen.lowlevel.xs", "pyxs 0.4.1")]
+ROWS += [("read, a busy process on the CPU", "xen.lowlevel.xs")]
 ROWS += [("walk 1000 nodes, Client.walk", other)
          for other in ("xenstore-ls -f (process)", "xenstore-ls -f less its start",
                        "xen.lowlevel.xs ls+read", "pyxs 0.4.1 Client.walk",
