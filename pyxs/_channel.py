@@ -95,6 +95,10 @@ SPIN_SECONDS = 50e-6
 #: on the caller's CPU, spinning then costs 50 us every 256 calls.
 SPIN_BACKOFF_MAX = 256
 
+# Time off the CPU during a spin that means the spinning thread was
+# preempted.
+_PREEMPTED = 10e-6
+
 #: How long the drainer stays away after a caller last read the
 #: connection.  Long enough that a busy caller displaces it about once
 #: per burst, not once per call; short enough that XenStore never holds
@@ -593,8 +597,10 @@ class Channel:
         lock.release()
         try:
             if spin:
-                data = _spin(connection, poll) or None
-                self._spun(data is not None)
+                reply, paid = _spin(connection, poll)
+                data = reply or None
+                if paid is not None:
+                    self._spun(paid)
             if data is None:
                 timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                 if poll.poll(None if timeout is None else timeout * 1000):
@@ -617,10 +623,10 @@ class Channel:
         finally:
             raise interrupted
 
-    def _spun(self, answered: bool) -> None:
-        """Note whether a spin saw its reply (see :data:`SPIN_BACKOFF_MAX`).
+    def _spun(self, paid: bool) -> None:
+        """Note whether a spin paid (see :data:`SPIN_BACKOFF_MAX`).
         Unlocked: a lost update only shifts when the next spin comes."""
-        if answered:
+        if paid:
             self._spin_backoff = 1
         else:
             self._spin_skips = self._spin_backoff
@@ -799,17 +805,27 @@ def _relock(lock: threading.Lock) -> Optional[BaseException]:
             raised = e
 
 
-def _spin(connection: FileDescriptorConnection, poll: "select.poll") -> bytes:
-    """Check for a reply for up to :data:`SPIN_SECONDS`, keeping the CPU;
-    ``b""`` if none came.  Readiness is asked of *poll* (the connection
-    and the wake pipe): a read that finds nothing costs an exception,
-    three times as much."""
-    end = time.monotonic() + SPIN_SECONDS
+def _spin(connection: FileDescriptorConnection,
+          poll: "select.poll") -> Tuple[bytes, Optional[bool]]:
+    """Check for a reply for up to :data:`SPIN_SECONDS`, keeping the CPU.
+    Return what was read (``b""`` if nothing came) and whether spinning
+    paid: True when the reply came while this thread kept its CPU, False
+    when none came or it came because the thread was preempted meanwhile
+    (by XenStore on the same CPU, say), which sleeping would have done as
+    well; None when it was there at once, which tells nothing.  Readiness
+    is asked of *poll* (the connection and the wake pipe): a read that
+    finds nothing costs an exception, three times as much."""
+    if poll.poll(0):
+        return connection.read(), None
+    start, cpu_start = time.monotonic(), time.thread_time()
+    end = start + SPIN_SECONDS
     while True:
         if poll.poll(0):
-            return connection.read()
+            data = connection.read()
+            away = (time.monotonic() - start) - (time.thread_time() - cpu_start)
+            return data, bool(data) and away < _PREEMPTED
         if time.monotonic() > end:
-            return b""
+            return b"", False
 
 
 def _reply(slot: Slot) -> Packet:

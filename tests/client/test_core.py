@@ -456,8 +456,9 @@ def test_domain_ids_as_text(client):
 # Spinning for a reply.
 
 def test_a_caller_stops_spinning_where_it_does_not_pay_and_resumes_where_it_does(monkeypatch):
-    """A spin that sees no reply makes the next 1, 2, 4 ... calls sleep at
-    once (up to SPIN_BACKOFF_MAX); a spin that sees its reply resets that."""
+    """A spin that does not pay makes the next 1, 2, 4 ... calls sleep at
+    once (up to SPIN_BACKOFF_MAX); a spin that pays resets that, and one
+    that finds its reply there at once changes nothing."""
     from pyxs import _channel
     from pyxs.testing import XenStoreServer
 
@@ -465,12 +466,12 @@ def test_a_caller_stops_spinning_where_it_does_not_pay_and_resumes_where_it_does
 
     def never_in_time(connection, poll):
         spins.append("missed")
-        return b""
+        return b"", False
 
     def always_in_time(connection, poll):
         spins.append("seen")
         poll.poll(TIMEOUT * 1000)
-        return connection.read()
+        return connection.read(), True
 
     def spins_in_300_reads(emulator):
         del spins[:]
@@ -491,7 +492,7 @@ def test_a_caller_stops_spinning_where_it_does_not_pay_and_resumes_where_it_does
         c, count = spins_in_300_reads(emulator)
         # Calls 1, 3, 6, 11, then every fifth.
         assert count == 3 + 1 + (300 - 11) // 5
-        # Spins that see their reply: every call spins again.
+        # Spins that pay: every call spins again.
         monkeypatch.setattr(_channel, "_spin", always_in_time)
         with c:
             for _ in range(5):
@@ -499,4 +500,18 @@ def test_a_caller_stops_spinning_where_it_does_not_pay_and_resumes_where_it_does
             del spins[:]
             for _ in range(100):
                 c.read("/x")
-        assert spins == ["seen"] * 100
+            assert spins == ["seen"] * 100
+
+            # Replies there at once tell nothing: the back-off stays.
+            def at_once(connection, poll):
+                spins.append("at once")
+                poll.poll(TIMEOUT * 1000)
+                return connection.read(), None
+
+            monkeypatch.setattr(_channel, "_spin", never_in_time)
+            c.read("/x")
+            monkeypatch.setattr(_channel, "_spin", at_once)
+            del spins[:]
+            for _ in range(100):
+                c.read("/x")
+            assert spins == ["at once"] * 99
