@@ -36,6 +36,8 @@ parent's connection, watches and queued events, and connects afresh on
 first use, so parent and child never share a stream.
 """
 
+from __future__ import annotations
+
 import collections
 import enum
 import errno
