@@ -297,10 +297,10 @@ class Channel:
 
     def _refuse(self, slot: Slot, code: int) -> None:
         """Answer the request of *slot*, never sent, with error *code*."""
-        for rq_id, pending in self._pending.items():
-            if pending is slot:
-                del self._pending[rq_id]
-                break
+        # The slot was made by _frame under the same hold of the lock, so
+        # it is pending.
+        rq_id = next(rq_id for rq_id, pending in self._pending.items() if pending is slot)
+        del self._pending[rq_id]
         name = errno.errorcode.get(code, "EINVAL").encode("ascii") + b"\0"
         slot.reply = Packet(Op.ERROR, name, rq_id, slot.tx_id)
         if slot.rewatch is not None:
