@@ -30,22 +30,18 @@ def answering(replies, every=None):
     (op, payload), every request of an op in *every* with its payload,
     anything else as the honest server would."""
     every = every or {}
+
     def script(peer):
-        try:
-            while True:
-                request = peer.next_request()
-                if request is None:
-                    return
-                scripted = replies.get((request.op, request.payload))
-                if request.op in every:
-                    scripted = (request.op, every[request.op])
-                if scripted is None:
-                    peer.answer(request)
-                else:
-                    op, payload = scripted
-                    peer.reply(request, payload, op)
-        except OSError:
-            pass   # The server is closing under the script.
+        def answer(request):
+            scripted = replies.get((request.op, request.payload))
+            if request.op in every:
+                scripted = (request.op, every[request.op])
+            if scripted is None:
+                peer.answer(request)
+            else:
+                op, payload = scripted
+                peer.reply(request, payload, op)
+        peer.serve(answer)
     return script
 
 
