@@ -356,6 +356,11 @@ class Channel:
         return time.monotonic() + self.connection.timeout
 
     @property
+    def awaited(self) -> int:
+        """Requests sent and not yet answered (as far as read so far)."""
+        return len(self._pending)
+
+    @property
     def pending_bytes(self) -> int:
         """Bytes received that do not yet form a whole message."""
         return self._decoder.pending
@@ -390,16 +395,15 @@ class Channel:
             made on that connection generation, and must not be sent on a
             later connection.
         """
+        limit = self.connection.payload_max
         for _, payload in requests:
-            self.check_size(payload)
+            if len(payload) > limit:
+                self.check_size(payload)
         with self._lock:
             self._ready_for(generation)
-            frames, slots = [], []
-            for op, payload in requests:
-                frame, slot = self._frame(op, payload, tx_id)
-                frames.append(frame)
-                slots.append(slot)
-            self._send(b"".join(frames), slots)
+            framed = [self._frame(op, payload, tx_id) for op, payload in requests]
+            slots = [slot for _, slot in framed]
+            self._send(b"".join([frame for frame, _ in framed]), slots)
             return slots
 
     def reply(self, slot: Slot) -> Packet:

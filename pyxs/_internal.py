@@ -283,20 +283,25 @@ class _FrameSplitter(Generic[_Message]):
             more than :data:`PAYLOAD_MAX` bytes.
         """
         buffer = self._buffer
-        buffer += data
+        if buffer or type(data) is not bytes:
+            buffer += data
+            data = bytes(buffer)
+            buffer.clear()
+        # Sliced from bytes, each payload is copied once.
         messages: List[_Message] = []
         message = self._message
-        start, end = 0, len(buffer)
-        while end - start >= HEADER.size:
-            op, rq_id, tx_id, size = HEADER.unpack_from(buffer, start)
+        start, end = 0, len(data)
+        while end - start >= _HEADER_SIZE:
+            op, rq_id, tx_id, size = _unpack_header(data, start)
             if size > PAYLOAD_MAX:
+                buffer += data[start:]
                 raise self._oversized(size, messages)
-            stop = start + HEADER.size + size
+            stop = start + _HEADER_SIZE + size
             if stop > end:
                 break
-            messages.append(message(op, rq_id, tx_id, bytes(buffer[start + HEADER.size:stop])))
+            messages.append(message(op, rq_id, tx_id, data[start + _HEADER_SIZE:stop]))
             start = stop
-        del buffer[:start]
+        buffer += data[start:]
         return messages
 
 

@@ -486,10 +486,11 @@ class Client(_ChannelUser):
                 yield node
             else:
                 stack.append((path, node))
-            prefix = path.rstrip("/") + "/"
-            child_paths = [prefix + child for child in children]
-            reader.expect(child_paths)
-            stack.extend((child, None) for child in reversed(child_paths))
+            if children:
+                prefix = path.rstrip("/") + "/"
+                child_paths = [prefix + child for child in children]
+                reader.expect(child_paths)
+                stack.extend([(child, None) for child in reversed(child_paths)])
 
     # Domains.
 
@@ -843,11 +844,15 @@ def _is_none(value: Optional[str]) -> bool:
 class _TreeReader:
     """Fetch the value and children of nodes ahead of a depth-first walk.
 
-    ``_ahead`` holds the paths still to visit, in visiting order; the
-    first :data:`PIPELINE_DEPTH` // 2 of them are kept in flight (two
-    requests each), topped up in one write whenever half are missing, so
-    the walk rarely waits for a round trip.  No more than that many paths
-    are in flight at once, and the next one to visit.
+    ``_ahead`` holds the paths still to visit, in visiting order.  The
+    first :data:`PIPELINE_DEPTH` // 2 of them are requested (two requests
+    each) before they are needed, topped up in one write whenever fewer
+    than half of them are, so that the walk rarely waits for a round
+    trip and each write carries many requests.  A request counts against
+    the pipeline until its reply arrives, not until its node is visited:
+    the directories requested early, at their parent, are answered long
+    before the walk reaches them, and must not keep the next nodes from
+    being requested meanwhile.
     """
 
     _WINDOW = PIPELINE_DEPTH // 2
@@ -855,18 +860,25 @@ class _TreeReader:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._ahead: Deque[str] = collections.deque()
+        # How many paths at the front of _ahead are requested.
+        self._covered = 0
         self._in_flight: Dict[str, List[Slot]] = {}
 
     def expect(self, paths: Sequence[str]) -> None:
         """Queue *paths* to be visited next, in order, before any path
         queued earlier (the walk is depth-first)."""
-        self._ahead.extendleft(reversed(paths))
+        if paths:
+            self._ahead.extendleft(reversed(paths))
+            self._covered = 0
         self._top_up()
 
     def take(self, path: str) -> Tuple[str, List[str]]:
         """Return the value and children of *path*, the next path to visit."""
-        if self._ahead and self._ahead[0] == path:
-            self._ahead.popleft()
+        ahead = self._ahead
+        if ahead and ahead[0] == path:
+            ahead.popleft()
+            if self._covered:
+                self._covered -= 1
         slots = self._in_flight.pop(path, None)
         if slots is None:
             slots = self._send([path])[path]
@@ -874,7 +886,8 @@ class _TreeReader:
         listing_slot, value_slot = slots
         channel = self._client._channel
         try:
-            children = [to_text(name) for name in split_strings(channel.result(listing_slot))]
+            # NUL-terminated names; NUL decodes alone, so split once decoded.
+            children = to_text(channel.result(listing_slot)).split("\0")[:-1]
         except PyXSError as e:
             if e.errno != errno.E2BIG:
                 raise
@@ -883,17 +896,26 @@ class _TreeReader:
 
     def _top_up(self) -> None:
         ahead, in_flight = self._ahead, self._in_flight
-        # Looking through the window at every step cost a third of the
-        # walk's time: look only when the next path is not in flight, or
-        # when at most half a window is.
-        if not ahead or (ahead[0] in in_flight and len(in_flight) * 2 > self._WINDOW):
+        if self._covered * 2 > self._WINDOW or self._covered >= len(ahead):
             return
-        missing = [p for p in itertools.islice(ahead, self._WINDOW) if p not in in_flight]
-        if missing and (missing[0] == ahead[0] or len(missing) * 2 >= self._WINDOW):
-            # Paths visited later than the window may still be in flight:
-            # they count too, so that at most a window is (and the next
-            # path, always).
-            in_flight.update(self._send(missing[:max(self._WINDOW - len(in_flight), 1)]))
+        # Room for this many paths in the pipeline; the next path to visit
+        # is requested even without (it is waited for next anyway).
+        room = (PIPELINE_DEPTH - self._client._channel.awaited) // 2
+        if room <= 0:
+            if self._covered:
+                return
+            room = 1
+        covered = self._covered
+        missing: List[str] = []
+        for path in itertools.islice(ahead, covered, self._WINDOW):
+            if path not in in_flight:
+                if len(missing) == room:
+                    break
+                missing.append(path)
+            covered += 1
+        self._covered = covered
+        if missing:
+            in_flight.update(self._send(missing))
 
     def _send(self, paths: List[str]) -> Dict[str, List[Slot]]:
         requests = []
