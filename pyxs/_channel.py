@@ -129,8 +129,11 @@ class _State(enum.Enum):
     BROKEN = "broken"
 
 
-# The states as plain names: the request path tests them on every call.
+# The states as plain names: the request path tests them on every call
+# (as it does the two operations below; an enum member's lookup costs
+# more than a global's).
 _IDLE, _OPEN, _RETIRING, _BROKEN = _State.IDLE, _State.OPEN, _State.RETIRING, _State.BROKEN
+_ERROR, _WATCH_EVENT = Op.ERROR, Op.WATCH_EVENT
 
 
 class Slot:
@@ -672,7 +675,7 @@ class Channel:
             self._fail(e)
             return True
         for packet in packets:
-            if packet.op is Op.WATCH_EVENT:
+            if packet.op is _WATCH_EVENT:
                 if packet.payload.count(b"\0") < 2:
                     self._fail(UnexpectedPacket("%r sent a malformed watch event %r"
                                                 % (self.connection.path, packet.payload)))
@@ -681,11 +684,11 @@ class Channel:
                 continue
             slot = self._pending.pop(packet.rq_id, None)
             if (slot is None or packet.tx_id != slot.tx_id
-                    or (packet.op is not slot.op and packet.op is not Op.ERROR)):
+                    or (packet.op is not slot.op and packet.op is not _ERROR)):
                 self._mismatch(packet, slot)
                 return True
             slot.reply = packet
-            if packet.op is Op.ERROR and slot.rewatch is not None:
+            if slot.rewatch is not None and packet.op is _ERROR:
                 self._rewatch_refused(slot.rewatch, packet.payload)
         return True
 
@@ -844,7 +847,7 @@ def _reply(slot: Slot) -> Packet:
 def _payload(reply: Packet) -> bytes:
     """A reply's payload; an error reply raised as :class:`~pyxs.client.Client`
     reads it (:func:`pyxs._internal.client_errno`)."""
-    if reply.op is Op.ERROR:
+    if reply.op is _ERROR:
         raise error(reply.payload.rstrip(b"\0"))
     return reply.payload
 

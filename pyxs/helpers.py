@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from typing import Iterable, List, Sequence, Union
+from typing import Dict, Iterable, List, Sequence, Union
 
 from ._internal import client_errno
 from .exceptions import InvalidPath, InvalidPayload, InvalidPermission, PyXSError
@@ -41,6 +41,15 @@ _VALID_PATH = re.compile(rb"/|(?:/[A-Za-z0-9\-_@]+)+|[A-Za-z0-9\-_][A-Za-z0-9\-_
 _NOT_PATH_CHAR = re.compile(r"[^A-Za-z0-9\-/_@]")
 _NOT_PATH_BYTE = re.compile(rb"[^A-Za-z0-9\-/_@]")
 _PERMISSION = re.compile(rb"[wrbn][0-9]+")
+
+# Paths given as str that encode_path() found valid, with their wire form:
+# programs use the same paths again and again, and a lookup costs a fifth
+# of a check.  Only paths of usual lengths are kept, and it is emptied
+# when full: at most about half a megabyte, without the bookkeeping of
+# an LRU cache.
+_checked_paths: Dict[str, bytes] = {}
+_CHECKED_PATHS_MAX = 1024
+_CHECKED_PATH_LENGTH = 256
 
 
 def error(code: Union[int, str, bytes]) -> PyXSError:
@@ -85,8 +94,16 @@ def to_text(data: bytes) -> str:
 
 def encode_path(path: Text) -> bytes:
     """Validate a node path and return its wire form (without the NUL)."""
+    if type(path) is str:
+        raw = _checked_paths.get(path)
+        if raw is not None:
+            return raw
     raw = to_bytes(path, "path")
     if len(raw) <= RELATIVE_PATH_MAX and _VALID_PATH.fullmatch(raw) is not None:
+        if type(path) is str and len(raw) <= _CHECKED_PATH_LENGTH:
+            if len(_checked_paths) >= _CHECKED_PATHS_MAX:
+                _checked_paths.clear()
+            _checked_paths[path] = raw
         return raw
     limit = ABSOLUTE_PATH_MAX if raw.startswith(b"/") else RELATIVE_PATH_MAX
     if _PATH_CHARS.fullmatch(raw) is None:

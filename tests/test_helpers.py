@@ -370,6 +370,25 @@ def test_invalid_paths_as_bytes(path):
         validate_path(path.encode("utf-8"))
 
 
+def test_paths_found_valid_are_remembered_within_bounds():
+    """encode_path() remembers the str paths it found valid; what it
+    answers from memory is what it would compute, the memory stays
+    bounded, and invalid paths are never remembered."""
+    helpers._checked_paths.clear()
+    for path in VALID_PATHS + ["/local/domain/7/name"] * 2:
+        assert helpers.encode_path(path) == path.encode("ascii")
+    for path in INVALID_PATHS:
+        for _ in range(2):
+            with pytest.raises(InvalidPath):
+                helpers.encode_path(path)
+    assert all(helpers._VALID_PATH.fullmatch(raw) and raw.decode() == path
+               for path, raw in helpers._checked_paths.items())
+    for i in range(helpers._CHECKED_PATHS_MAX + 10):
+        helpers.encode_path("/n%d" % i)
+    assert 0 < len(helpers._checked_paths) <= helpers._CHECKED_PATHS_MAX
+    assert all(len(path) <= helpers._CHECKED_PATH_LENGTH for path in helpers._checked_paths)
+
+
 def test_invalid_bytes_path():
     for raw in (b"/a\xff", b"/\xc3\xa9", b"/a\x80b", b"/a\x00", b"/a\n"):
         with pytest.raises(InvalidPath):
