@@ -1017,8 +1017,8 @@ class Monitor(_ChannelUser):
         packet = self._channel.next_event(timeout)
         if packet is None:
             return None
-        path, token = split_strings(packet.payload)[:2]
-        return Event(to_text(path), to_text(token))
+        # Path and token, NUL-terminated (checked as the event came).
+        return Event._make(to_text(packet.payload).split("\0", 2)[:2])
 
     def __iter__(self) -> Iterator[Event]:
         """Yield events as they come, for ever.
