@@ -431,7 +431,7 @@ class Channel:
         :raises pyxs.exceptions.ConnectionError: when the connection
             failed or the call timed out.
         """
-        return _payload(self.reply(slot))
+        return _payload(slot.reply or self.reply(slot))
 
     def call(self, op: Op, payload: bytes, tx_id: int = 0,
              generation: Optional[int] = None) -> bytes:

@@ -919,9 +919,10 @@ class _TreeReader:
 
     def _send(self, paths: List[str]) -> Dict[str, List[Slot]]:
         requests = []
+        directory, read = Op.DIRECTORY, Op.READ
         for path in paths:
             payload = join_strings(to_bytes(path, "path"))
-            requests += [(Op.DIRECTORY, payload), (Op.READ, payload)]
+            requests += [(directory, payload), (read, payload)]
         slots = self._client._submit(requests)
         return {path: slots[2 * i:2 * i + 2] for i, path in enumerate(paths)}
 
