@@ -37,8 +37,10 @@ _XEN_ENTRY_POINTS = ((xen, "prefix"), (daemons, "start"), (xen_clients, "load_lo
 def _needs_xen(item):
     if _XEN_FIXTURES & set(getattr(item, "fixturenames", ())):
         return True
+    # A parameter naming a real daemon ("xenstore", "kind", ...) brings it up.
     callspec = getattr(item, "callspec", None)
-    return callspec is not None and callspec.params.get("xenstore") in daemons.KINDS
+    return callspec is not None and any(
+        isinstance(value, str) and value in daemons.KINDS for value in callspec.params.values())
 
 
 def pytest_collection_modifyitems(items):

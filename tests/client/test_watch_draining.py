@@ -19,7 +19,9 @@ import pytest
 from pyxs import Client, Event
 from pyxs.exceptions import EventsDropped, PyXSError
 
-from ..support import daemons
+from pyxs.testing import XenStoreServer
+
+from ..support import daemons, xen
 from ..support.threads import InThread
 
 #: Writes in a burst, as the issue that asked for draining measured it.
@@ -143,50 +145,72 @@ def test_max_queued_events_must_be_positive():
 
 # Restarts.
 
-@pytest.mark.parametrize("kind", daemons.KINDS)
-def test_watches_survive_a_daemon_restart(start_daemon, kind, caplog):
+class Restartable:
+    """A backend of one kind, private to a test, that :meth:`restart`
+    kills and starts afresh on the same socket, with an empty tree, as a
+    host's XenStore comes back after a crash."""
+
+    def __init__(self, kind, workdir):
+        self.kind, self._workdir = kind, workdir
+        self._backend = self._start()
+
+    def _start(self):
+        if self.kind == "emulator":
+            return XenStoreServer(socket_path=str(self._workdir / "socket")).start()
+        return xen.require(daemons.start, self.kind, self._workdir)
+
+    @property
+    def socket_path(self):
+        return str(self._backend.socket_path)
+
+    def restart(self):
+        if self.kind == "emulator":
+            self._backend.stop()
+            self._backend = self._start()
+        else:
+            self._backend = daemons.restart(self._backend)
+
+    def stop(self):
+        self._backend.stop(timeout=2)
+
+
+@pytest.fixture(params=daemons.KINDS + ("emulator",))
+def restartable(request, tmp_path):
+    backend = Restartable(request.param, tmp_path)
+    yield backend
+    backend.stop()
+
+
+def test_watches_survive_a_daemon_restart(restartable, caplog):
     caplog.set_level(logging.DEBUG, logger="pyxs")
-    daemon = start_daemon(kind)
-    monitor = Client(unix_socket_path=daemon.socket_path, socket_timeout=20).monitor()
-    fresh = None
-    try:
+    with Client(unix_socket_path=restartable.socket_path, socket_timeout=20).monitor() as monitor:
         monitor.watch("/restart", "r")
-        assert monitor.wait(timeout=10) == Event("/restart", "r")
-        waiter = Worker(monitor.wait)
+        monitor.watch("/restart/deep", "d")
+        assert _take(monitor, 2) == [Event("/restart", "r"), Event("/restart/deep", "d")]
+        waiter = Worker(lambda: _take(monitor, 2))
         time.sleep(0.2)
-        fresh = daemons.restart(daemon)
-        # The watch made again announces itself: the cue to read again.
-        assert waiter.value() == Event("/restart", "r")
-        with Client(unix_socket_path=fresh.socket_path, socket_timeout=10) as writer:
-            writer.write("/restart/after", "1")
-        assert monitor.wait(timeout=10) == Event("/restart/after", "r")
+        restartable.restart()
+        # Each watch made again announces itself: the cue to read again.
+        assert sorted(waiter.value()) == [Event("/restart", "r"), Event("/restart/deep", "d")]
+        with Client(unix_socket_path=restartable.socket_path, socket_timeout=10) as writer:
+            writer.write("/restart/deep/after", "1")
+        assert sorted(_take(monitor, 2)) == [Event("/restart/deep/after", "d"),
+                                             Event("/restart/deep/after", "r")]
         # The pyxs logger told the story.
         messages = [r.getMessage() for r in caplog.records if r.name == "pyxs"]
         assert any("ended" in m for m in messages), messages
-        assert any("registering 1 watch(es) again" in m for m in messages), messages
-    finally:
-        monitor.close()
-        if fresh is not None:
-            fresh.stop()
+        assert any("registering 2 watch(es) again" in m for m in messages), messages
 
 
-@pytest.mark.parametrize("kind", daemons.KINDS)
-def test_own_watch_survives_a_restart_and_calls_go_on(start_daemon, kind):
-    daemon = start_daemon(kind)
-    client = Client(unix_socket_path=daemon.socket_path, socket_timeout=20)
-    fresh = None
-    try:
+def test_own_watch_survives_a_restart_and_calls_go_on(restartable):
+    with Client(unix_socket_path=restartable.socket_path, socket_timeout=20) as client:
         client.watch("/own", "o")
         assert client.wait(timeout=10) == Event("/own", "o")
-        fresh = daemons.restart(daemon)
+        restartable.restart()
         assert client.wait(timeout=20) == Event("/own", "o")
         client.write("/own/x", "1")
         assert client.read("/own/x") == "1"
         assert client.wait(timeout=10) == Event("/own/x", "o")
-    finally:
-        client.close()
-        if fresh is not None:
-            fresh.stop()
 
 
 # Forks.
