@@ -17,7 +17,7 @@ import warnings
 import pytest
 
 from pyxs import Client, Event
-from pyxs.exceptions import EventsDropped, PyXSError
+from pyxs.exceptions import ConnectionError, EventsDropped, PyXSError
 
 from pyxs.testing import XenStoreServer
 
@@ -211,6 +211,26 @@ def test_own_watch_survives_a_restart_and_calls_go_on(restartable):
         client.write("/own/x", "1")
         assert client.read("/own/x") == "1"
         assert client.wait(timeout=10) == Event("/own/x", "o")
+
+
+def test_a_waiter_hears_of_a_lost_connection_and_the_next_wait_restores_it(tmp_path):
+    """With XenStore gone for longer than the connection's timeout, a
+    waiter is told; once XenStore is back, the next wait connects again
+    and registers the watch again (on the emulator, which can be kept
+    down)."""
+    socket_path = str(tmp_path / "socket")
+    server = XenStoreServer(socket_path=socket_path).start()
+    try:
+        with Client(unix_socket_path=socket_path, socket_timeout=1).monitor() as monitor:
+            monitor.watch("/gone", "g")
+            assert monitor.wait(timeout=10) == Event("/gone", "g")
+            server.stop()
+            with pytest.raises(ConnectionError, match="no new one could be made within 1s"):
+                monitor.wait(timeout=30)
+            server = XenStoreServer(socket_path=socket_path).start()
+            assert monitor.wait(timeout=30) == Event("/gone", "g")
+    finally:
+        server.stop()
 
 
 # Forks.
