@@ -13,6 +13,7 @@ import errno
 
 import pytest
 
+import pyxs.connection
 from pyxs import Client, UnixSocketConnection
 from pyxs._internal import Event, Op, Packet, PacketDecoder
 from pyxs.client import PIPELINE_DEPTH
@@ -126,6 +127,26 @@ def test_walk_reads_ahead_in_batches_and_within_the_pipeline(xenstore, root, dir
     assert sum(connection.writes) == 2 * len(nodes)
     assert len(connection.writes) <= len(nodes) // 8
     assert max(connection.in_flight) <= PIPELINE_DEPTH + 2
+
+
+@pytest.mark.parametrize("dirs, leaves", [(3, 40), (40, 10)], ids=["deep", "wide"])
+def test_walk_keeps_within_the_pipeline_when_replies_come_slowly(xenstore, root, monkeypatch,
+                                                                 dirs, leaves):
+    """Read 70 bytes at a time (two or three replies, often the start of
+    one more), replies are filed a few at a time and many requests stay
+    unanswered: the read-ahead then has little room, often an odd number
+    of requests, and must still keep within it and batch what it can."""
+    connection = CountingConnection(xenstore.socket_path, TIMEOUT)
+    with Client(connection=connection) as c:
+        c.write_many(("%s/w/d%02d/n%02d" % (root, d, n), "v")
+                     for d in range(dirs) for n in range(leaves))
+        monkeypatch.setattr(pyxs.connection, "READ_SIZE", 70)
+        del connection.writes[:], connection.in_flight[:]
+        nodes = list(c.walk(root + "/w"))
+    assert len(nodes) == 1 + dirs + dirs * leaves
+    assert sum(connection.writes) == 2 * len(nodes)
+    assert max(connection.in_flight) <= PIPELINE_DEPTH + 2
+    assert len(connection.writes) <= len(nodes) // 2
 
 
 @pytest.mark.parametrize("error", ["EACCES", "EINVAL", "E2BIG"])
