@@ -519,8 +519,12 @@ class Channel:
                     _raise_copy(self._fault)
                 if self._state is _OPEN:
                     generation = self.generation
-                    if not self._serve(lambda: bool(self.events or self.dropped)
-                                       or self.generation != generation, deadline):
+
+                    def news() -> bool:
+                        # A refused re-watch may be what this reader reads.
+                        return (bool(self.events or self.dropped) or self.generation != generation
+                                or self._recovery_failures != failures)
+                    if not self._serve(news, deadline):
                         return None
                     if self.generation != generation and not self.watches:
                         _raise_copy(self._fault)

@@ -244,6 +244,47 @@ def test_monitor_waiters_outlive_a_fault(server, fault):
             monitor.close()
 
 
+def test_a_watch_refused_on_the_new_connection_is_dropped_and_waiters_told(server):
+    """XenStore may refuse a watch when it is made again after a fault
+    (its path's permissions changed, say): that watch is gone, a thread
+    waiting on the monitor hears why, and the other watches go on."""
+    go = threading.Event()
+
+    def first(peer):
+        for _ in range(2):
+            peer.answer(peer.take(1, Op.WATCH)[0])
+        assert go.wait(SERVER_PATIENCE)
+        peer.close()
+
+    def second(peer):
+        def answer(request):
+            if request.op is Op.WATCH and request.payload.startswith(b"/denied\0"):
+                peer.reply(request, b"EACCES\0", Op.ERROR)
+            else:
+                peer.answer(request)
+        peer.serve(answer)
+
+    srv = server(first, second)
+    with Client(unix_socket_path=srv.path, socket_timeout=10).monitor() as monitor:
+        monitor.watch("/kept", "k")
+        monitor.watch("/denied", "d")
+        assert [monitor.wait(timeout=PROMPT) for _ in range(2)] == [Event("/kept", "k"),
+                                                                   Event("/denied", "d")]
+        waiters = [Call(monitor.wait, None, 60) for _ in range(2)]
+        settle()
+        go.set()
+        outcomes = [w.outcome() for w in waiters]
+        assert (Event("/kept", "k"), None) in outcomes, outcomes
+        (_, refusal), = [o for o in outcomes if o[1] is not None]
+        assert isinstance(refusal, ConnectionError), refusal
+        assert "refused to restore the watch on b'/denied'" in str(refusal), refusal
+        assert "Permission denied" in str(refusal), refusal
+        assert list(monitor._channel.watches) == [(b"/kept", b"k")]
+        srv.store[b"/kept/x"] = b""
+        srv.fire(b"/kept/x")
+        assert monitor.wait(timeout=PROMPT) == Event("/kept/x", "k")
+
+
 def test_daemon_closing_while_threads_wait_and_others_call(server):
     """The connection dies while many threads are each in a different
     phase: the calls fail, the waiters get the event of the watch made

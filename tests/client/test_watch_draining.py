@@ -213,7 +213,7 @@ def test_own_watch_survives_a_restart_and_calls_go_on(restartable):
         assert client.wait(timeout=10) == Event("/own/x", "o")
 
 
-def test_a_waiter_hears_of_a_lost_connection_and_the_next_wait_restores_it(tmp_path):
+def test_a_waiter_hears_of_a_lost_connection_and_the_next_wait_restores_it(tmp_path, caplog):
     """With XenStore gone for longer than the connection's timeout, a
     waiter is told; once XenStore is back, the next wait connects again
     and registers the watch again (on the emulator, which can be kept
@@ -225,8 +225,13 @@ def test_a_waiter_hears_of_a_lost_connection_and_the_next_wait_restores_it(tmp_p
             monitor.watch("/gone", "g")
             assert monitor.wait(timeout=10) == Event("/gone", "g")
             server.stop()
-            with pytest.raises(ConnectionError, match="no new one could be made within 1s"):
+            with pytest.raises(ConnectionError, match="no new one could be made within 1s") as info:
                 monitor.wait(timeout=30)
+            # Why, as the last attempt to connect said, and in the log.
+            assert "cannot connect" in str(info.value.__cause__)
+            warnings = [r.getMessage() for r in caplog.records
+                        if r.name == "pyxs" and r.levelno == logging.WARNING]
+            assert any("no new one could be made" in m for m in warnings), warnings
             server = XenStoreServer(socket_path=socket_path).start()
             assert monitor.wait(timeout=30) == Event("/gone", "g")
     finally:
