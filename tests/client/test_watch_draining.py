@@ -143,6 +143,50 @@ def test_max_queued_events_must_be_positive():
         Client(unix_socket_path="/nonexistent", max_queued_events=0)
 
 
+# Removing watches.
+
+def _until(condition, what, timeout=30):
+    """Wait for *condition* (bounded only against hangs)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "%s never happened" % what
+        time.sleep(0.01)
+
+
+def test_unwatch_filters_the_events_the_drainer_queued(client, root):
+    """Events already taken from XenStore when a watch is removed: those
+    it saw go, those of the same token on another path stay."""
+    with client.monitor() as monitor:
+        monitor.watch(root + "/a", "same")
+        monitor.watch(root + "/b", "same")
+        assert _take(monitor, 2) == [Event(root + "/a", "same"), Event(root + "/b", "same")]
+        client.write(root + "/a/1", "x")
+        client.write(root + "/b/1", "y")
+        _until(lambda: len(monitor._channel.events) == 2, "the drainer queueing both events")
+        monitor.unwatch(root + "/a", "same")
+        assert _take(monitor, 1) == [Event(root + "/b/1", "same")]
+        assert monitor.wait(timeout=0.2) is None
+
+
+def test_the_drainer_goes_with_the_last_watch_even_while_a_thread_waits(client, root):
+    """The drainer parks while a thread waits for events; removing the
+    last watch from another thread ends it at once, not when the waiting
+    thread gives up."""
+    with client.monitor() as monitor:
+        monitor.watch(root, "w")
+        assert _take(monitor, 1) == [Event(root, "w")]
+        drainer = monitor._channel._drainer
+        assert drainer is not None and drainer.is_alive()
+        waiter = Worker(lambda: monitor.wait(timeout=60))
+        _until(lambda: monitor._channel._drainer_parked, "the drainer parking")
+        monitor.unwatch(root, "w")
+        drainer.join(timeout=30)
+        assert not drainer.is_alive(), "the drainer outlived the last watch"
+        assert waiter.finished_at is None, "the waiter gave up first"
+        monitor.close()
+        assert isinstance(waiter.outcome()[1], ConnectionError)
+
+
 # Restarts.
 
 class Restartable:
