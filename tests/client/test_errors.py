@@ -3,6 +3,7 @@ reporting the daemon's error replies."""
 
 import errno
 import os
+import re
 
 import pytest
 
@@ -72,9 +73,17 @@ def test_largest_value_is_sent(client, xenstore, root):
         assert xenstore.kind == "oxenstored" and e.errno == errno.E2BIG
     else:
         assert client.read_bytes(path) == value
+    # The bulk path keeps the same limit.
+    if xenstore.kind != "oxenstored":
+        client.write_many([(path, value[:-1]), (path, value)])
+        assert client.read_bytes(path) == value
+    limit = r"^a request of 4097 bytes is over the limit of 4096 of '%s'$" % re.escape(
+        xenstore.socket_path)
     with nothing_sent(client):
-        with pytest.raises(InvalidPayload):
+        with pytest.raises(InvalidPayload, match=limit):
             client.write(path, value + b"y")
+        with pytest.raises(InvalidPayload, match=limit):
+            client.write_many([(path, value), (path, value + b"y")])
 
 
 # Error replies.

@@ -135,10 +135,14 @@ FAULTS = {
     "closed": (_close, 10, ConnectionError, r"closed the connection", False),
     "truncated": (_truncated, 10, ConnectionError, r"closed the connection", False),
     "oversized": (_oversized, 10, UnexpectedPacket, r"5000.*4096", True),
-    "unknown-id": (_unknown_id, 10, UnexpectedPacket, r"4242.*never made", True),
-    "wrong-type": (_wrong_type, 10, UnexpectedPacket, r"WRITE.*READ", True),
+    # A reply that answers no request says which rule it broke, whole.
+    "unknown-id": (_unknown_id, 10, UnexpectedPacket,
+                   r"^'[^']+' sent \w+ for request 4242, which was never made$", True),
+    "wrong-type": (_wrong_type, 10, UnexpectedPacket,
+                   r"^'[^']+' sent WRITE for request \d+, which was READ$", True),
     "wrong-transaction": (_wrong_transaction, 10, UnexpectedPacket,
-                          r"transaction id 77.*made with 0", True),
+                          r"^'[^']+' sent \w+ for request \d+, with transaction id 77, "
+                          r"which was made with 0$", True),
     "unknown-type": (_unknown_type, 10, UnexpectedPacket, r"unknown type 999", True),
     "malformed-event": (_malformed_event, 10, UnexpectedPacket,
                         r"malformed watch event", True),
