@@ -187,6 +187,23 @@ def test_the_drainer_goes_with_the_last_watch_even_while_a_thread_waits(client, 
         assert isinstance(waiter.outcome()[1], ConnectionError)
 
 
+def test_a_waiter_times_out_while_another_thread_reads(client, root):
+    """A thread whose wait() times out gets None on time, even while
+    another thread, waiting longer, is the one reading the connection."""
+    with client.monitor() as monitor:
+        monitor.watch(root, "w")
+        assert _take(monitor, 1) == [Event(root, "w")]
+        patient = Worker(lambda: monitor.wait(timeout=60))
+        _until(lambda: monitor._channel._reader == "caller", "the patient waiter reading")
+        start = time.monotonic()
+        assert monitor.wait(timeout=0.2) is None
+        # Generous (the other thread waits up to 60 s): only a wait that
+        # outlived its timeout fails this.
+        assert time.monotonic() - start < 10
+        client.write(root + "/x", "1")
+        assert patient.value() == Event(root + "/x", "w")
+
+
 # Restarts.
 
 class Restartable:
