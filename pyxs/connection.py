@@ -168,7 +168,10 @@ class FileDescriptorConnection:
         fd = self.fileno()
         while data:
             try:
-                data = data[os.write(fd, data):]
+                written = os.write(fd, data)
+                if written == len(data):
+                    return
+                data = data[written:]
             except BlockingIOError:
                 # Polled only now: a XenBus device never reports POLLOUT.
                 poll = select.poll()
