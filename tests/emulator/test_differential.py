@@ -350,22 +350,20 @@ def differential_settings(examples):
                                            HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-DIFFERENTIAL = differential_settings(EXAMPLES)
-
-
-def run_programs(pair, strategy):
-    """Run Hypothesis' programs on both daemons; check that they really
-    exercised them (a strategy gone wrong could make empty programs)."""
+def run_programs(pair, strategy, examples=EXAMPLES):
+    """Run *examples* of Hypothesis' programs on both daemons; check that
+    they really exercised them (a strategy gone wrong could make empty
+    programs, a pair gone wrong could stop comparing)."""
     before = pair.requests
 
-    @DIFFERENTIAL
+    @differential_settings(examples)
     @given(program=strategy)
     def check(program):
         pair.run(program)
 
     check()
     print("%d requests compared" % (pair.requests - before))
-    assert pair.requests - before >= EXAMPLES * 5
+    assert pair.requests - before >= examples * 5
 
 
 def test_random_programs_match_c_xenstored(pair):
