@@ -295,14 +295,17 @@ def test_paused_daemon_times_out_then_client_recovers(start_daemon, kind):
             start = time.monotonic()
             calls = [Worker(client.read, "/p") for _ in range(3)]
             for worker in calls:
-                result, error = worker.outcome(timeout=10)
+                result, error = worker.outcome()
                 assert isinstance(error, Timeout), (result, error)
                 assert isinstance(error, ConnectionError)
                 # Not (much) before the 1 s timeout; the upper bound only catches a hang.
                 assert 0.9 <= worker.finished_at - start < HANG, worker.finished_at - start
         finally:
             daemon.resume()
-        assert Worker(client.read, "/p").value(timeout=10) == "before"
+        # Recovering is what counts now, not how fast a loaded machine
+        # lets the daemon answer: the timeout only catches a hang.
+        client.connection.timeout = HANG
+        assert client.read("/p") == "before"
         client.write("/p", "after")
         assert client.read("/p") == "after"
     finally:

@@ -133,12 +133,32 @@ class Daemon:
                 _live.discard(self)
 
     def pause(self) -> None:
-        """SIGSTOP: the daemon keeps its connections but answers nothing."""
+        """SIGSTOP: the daemon keeps its connections but answers nothing.
+        Returns once it has stopped."""
         os.kill(self._proc.pid, signal.SIGSTOP)
+        self._await_stopped(True)
 
     def resume(self) -> None:
-        """SIGCONT after :meth:`pause`."""
+        """SIGCONT after :meth:`pause`; returns once it runs again."""
         os.kill(self._proc.pid, signal.SIGCONT)
+        self._await_stopped(False)
+
+    def _await_stopped(self, stopped: bool, patience: float = 30.0) -> None:
+        # A signal takes effect a little after kill() returns (later still
+        # on a loaded machine); /proc tells when it has.
+        deadline = time.monotonic() + patience
+        while True:
+            if self._proc.poll() is not None:
+                raise DaemonError("%s died (status %s):\n%s"
+                                  % (self.kind, self._proc.returncode, self.log_tail()))
+            stat = Path("/proc/%d/stat" % self._proc.pid).read_text()
+            # The state follows the command name, which may hold ")".
+            if (stat.rpartition(")")[2].split()[0] == "T") == stopped:
+                return
+            if time.monotonic() > deadline:
+                raise DaemonError("%s not %s within %gs"
+                                  % (self.kind, "stopped" if stopped else "running", patience))
+            time.sleep(0.001)
 
     def client_env(self, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
         """Environment for a process using libxenstore (the C clients, or a
