@@ -209,25 +209,27 @@ def test_unwatch_drops_events_already_queued(monitor, client, root):
         Event("%s/gone/%d" % (root, i), "other") for i in range(100)]
 
 
-def test_unwatch_keeps_queued_events_of_same_token_elsewhere(monitor, client, root):
-    monitor.watch(root + "/a", "same")
-    monitor.watch(root + "/b", "same")
-    expect(monitor, (root + "/a", "same"), (root + "/b", "same"))
+def watch_two_paths_then_write_under_each(monitor, client, root, token):
+    """Watch ``root/a`` and ``root/b`` with the one *token* (taking the
+    two events that confirm the watches), then write a child of each."""
+    monitor.watch(root + "/a", token)
+    monitor.watch(root + "/b", token)
+    expect(monitor, (root + "/a", token), (root + "/b", token))
     client.write(root + "/a/1", "x")
     client.write(root + "/b/1", "y")
+
+
+def test_unwatch_keeps_queued_events_of_same_token_elsewhere(monitor, client, root):
+    watch_two_paths_then_write_under_each(monitor, client, root, "same")
     monitor.unwatch(root + "/a", "same")
     expect(monitor, (root + "/b/1", "same"))
     expect_nothing(monitor)
 
 
 def test_one_token_on_two_paths_delivers_each_event_once(monitor, client, root):
-    monitor.watch(root + "/left", "shared")
-    monitor.watch(root + "/right", "shared")
-    expect(monitor, (root + "/left", "shared"), (root + "/right", "shared"))
-    client.write(root + "/left/x", "1")
-    client.write(root + "/right/y", "2")
+    watch_two_paths_then_write_under_each(monitor, client, root, "shared")
     client.write(root + "/elsewhere", "3")
-    expect(monitor, (root + "/left/x", "shared"), (root + "/right/y", "shared"))
+    expect(monitor, (root + "/a/1", "shared"), (root + "/b/1", "shared"))
     expect_nothing(monitor)
 
 

@@ -9,22 +9,25 @@ from pyxs import Client, PyXSError
 from .helpers import TIMEOUT, errno_of, nothing_sent, other_client
 
 
-def test_transaction_start_and_commit(client, xenstore, root):
-    other = other_client(xenstore)
-    try:
-        tx_id = client.transaction_start()
-        assert type(tx_id) is int and tx_id > 0
-        assert client.tx_id == tx_id
-        client.write(root + "/tx", "inside")
-        assert client.read(root + "/tx") == "inside"
-        with pytest.raises(PyXSError) as info:
-            other.read(root + "/tx")
-        assert errno_of(info) == errno.ENOENT
-        client.transaction_end(commit=True)
-        assert client.tx_id == 0
-        assert other.read(root + "/tx") == "inside"
-    finally:
-        other.close()
+@pytest.fixture
+def other(xenstore):
+    """A second connection to the daemon, closed afterwards."""
+    with other_client(xenstore) as second:
+        yield second
+
+
+def test_transaction_start_and_commit(client, other, root):
+    tx_id = client.transaction_start()
+    assert type(tx_id) is int and tx_id > 0
+    assert client.tx_id == tx_id
+    client.write(root + "/tx", "inside")
+    assert client.read(root + "/tx") == "inside"
+    with pytest.raises(PyXSError) as info:
+        other.read(root + "/tx")
+    assert errno_of(info) == errno.ENOENT
+    client.transaction_end(commit=True)
+    assert client.tx_id == 0
+    assert other.read(root + "/tx") == "inside"
 
 
 def test_transaction_end_default_commits(client, root):
@@ -54,20 +57,16 @@ def test_transaction_end_without_transaction_sends_nothing(client):
         assert client.transaction_end(commit=False) is None
 
 
-def test_transaction_context_commits_on_clean_exit(client, xenstore, root):
-    other = other_client(xenstore)
-    try:
-        with client.transaction() as t:
-            assert t.tx_id > 0
-            assert client.tx_id == 0
-            t.write(root + "/ctx", "committed")
-            with pytest.raises(PyXSError):
-                other.read(root + "/ctx")
-        assert t.tx_id == 0
-        assert other.read(root + "/ctx") == "committed"
-        assert client.read(root + "/ctx") == "committed"
-    finally:
-        other.close()
+def test_transaction_context_commits_on_clean_exit(client, other, root):
+    with client.transaction() as t:
+        assert t.tx_id > 0
+        assert client.tx_id == 0
+        t.write(root + "/ctx", "committed")
+        with pytest.raises(PyXSError):
+            other.read(root + "/ctx")
+    assert t.tx_id == 0
+    assert other.read(root + "/ctx") == "committed"
+    assert client.read(root + "/ctx") == "committed"
 
 
 def test_transaction_context_aborts_on_exception(client, root):
@@ -113,8 +112,7 @@ def test_transaction_while_in_transaction_is_refused(client):
         client.transaction_end(commit=False)
 
 
-def test_client_with_transaction_flag(xenstore, root):
-    other = other_client(xenstore)
+def test_client_with_transaction_flag(xenstore, other, root):
     c = Client(unix_socket_path=xenstore.socket_path, socket_timeout=TIMEOUT, transaction=True)
     try:
         assert c.tx_id > 0
@@ -125,42 +123,32 @@ def test_client_with_transaction_flag(xenstore, root):
         assert other.read(root + "/flag") == "v"
     finally:
         c.close()
-        other.close()
 
 
-def test_conflicting_commit_raises_eagain(client, xenstore, root):
-    other = other_client(xenstore)
-    try:
-        client.write(root + "/n", "0")
-        t = client.transaction()
-        assert t.read(root + "/n") == "0"
-        t.write(root + "/n", "1")
-        other.write(root + "/n", "2")
-        with pytest.raises(PyXSError) as info:
-            t.transaction_end(commit=True)
-        assert errno_of(info) == errno.EAGAIN
-        assert t.tx_id == 0
-        assert client.read(root + "/n") == "2"
-    finally:
-        other.close()
+def test_conflicting_commit_raises_eagain(client, other, root):
+    client.write(root + "/n", "0")
+    t = client.transaction()
+    assert t.read(root + "/n") == "0"
+    t.write(root + "/n", "1")
+    other.write(root + "/n", "2")
+    with pytest.raises(PyXSError) as info:
+        t.transaction_end(commit=True)
+    assert errno_of(info) == errno.EAGAIN
+    assert t.tx_id == 0
+    assert client.read(root + "/n") == "2"
 
 
-def test_conflict_in_context_manager_is_never_silent(client, xenstore, root):
-    other = other_client(xenstore)
-    try:
-        client.write(root + "/n", "0")
-        with pytest.raises(PyXSError) as info:
-            with client.transaction() as t:
-                t.write(root + "/n", t.read(root + "/n") + "1")
-                other.write(root + "/n", "rival")
-        assert errno_of(info) == errno.EAGAIN
-        assert client.read(root + "/n") == "rival"
-    finally:
-        other.close()
+def test_conflict_in_context_manager_is_never_silent(client, other, root):
+    client.write(root + "/n", "0")
+    with pytest.raises(PyXSError) as info:
+        with client.transaction() as t:
+            t.write(root + "/n", t.read(root + "/n") + "1")
+            other.write(root + "/n", "rival")
+    assert errno_of(info) == errno.EAGAIN
+    assert client.read(root + "/n") == "rival"
 
 
-def test_run_in_transaction_retries_until_commit(client, xenstore, root):
-    other = other_client(xenstore)
+def test_run_in_transaction_retries_until_commit(client, other, root):
     calls = []
 
     def increment(t):
@@ -171,19 +159,15 @@ def test_run_in_transaction_retries_until_commit(client, xenstore, root):
         t.write(root + "/counter", value + 1)
         return value + 1
 
-    try:
-        client.write(root + "/counter", 1)
-        assert client.run_in_transaction(increment) == 202
-        assert len(calls) == 3
-        assert all(tx for tx in calls)
-        assert client.read(root + "/counter") == "202"
-        assert client.tx_id == 0
-    finally:
-        other.close()
+    client.write(root + "/counter", 1)
+    assert client.run_in_transaction(increment) == 202
+    assert len(calls) == 3
+    assert all(tx for tx in calls)
+    assert client.read(root + "/counter") == "202"
+    assert client.tx_id == 0
 
 
-def test_run_in_transaction_gives_up_with_eagain(client, xenstore, root):
-    other = other_client(xenstore)
+def test_run_in_transaction_gives_up_with_eagain(client, other, root):
     calls = []
 
     def always_conflicts(t):
@@ -191,15 +175,12 @@ def test_run_in_transaction_gives_up_with_eagain(client, xenstore, root):
         t.write(root + "/c", t.read(root + "/c") + "x")
         other.write(root + "/c", "rival%d" % len(calls))
 
-    try:
-        client.write(root + "/c", "")
-        with pytest.raises(PyXSError) as info:
-            client.run_in_transaction(always_conflicts, attempts=3)
-        assert errno_of(info) == errno.EAGAIN
-        assert len(calls) == 3
-        assert client.read(root + "/c") == "rival3"
-    finally:
-        other.close()
+    client.write(root + "/c", "")
+    with pytest.raises(PyXSError) as info:
+        client.run_in_transaction(always_conflicts, attempts=3)
+    assert errno_of(info) == errno.EAGAIN
+    assert len(calls) == 3
+    assert client.read(root + "/c") == "rival3"
 
 
 def test_run_in_transaction_does_not_retry_other_errors(client, root):

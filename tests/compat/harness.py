@@ -121,6 +121,20 @@ class Recorder:
         return self.call(label, handle.fileno,
                          describe=lambda fd: ("fd", type(fd).__name__, fd >= 0))
 
+    def failed_for_good(self, handle, path: str) -> None:
+        """Log every kind of call on *handle* after it has failed (its
+        daemon gone, say), reading and writing at *path*, then closing
+        it twice."""
+        self.call("read", handle.read, "", path)
+        self.call("write", handle.write, "", path + "/x", "y")
+        self.call("transaction_start", handle.transaction_start)
+        self.call("watch", handle.watch, path, 1)
+        self.call("check_watch", handle.check_watch)
+        self.call("read_watch", handle.read_watch)
+        self.fileno("fileno", handle)
+        self.call("close", handle.close)
+        self.call("close again", handle.close)
+
     def readable(self, label: str, handle, timeout: float) -> bool:
         """Log whether ``handle.fileno()`` polls readable within
         *timeout* seconds."""

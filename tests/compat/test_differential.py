@@ -395,13 +395,20 @@ def test_permissions_bind_other_connections(run):
 # Transactions.
 
 
+def start_beside_a_rival(rec: Recorder, name: str):
+    """Open two handles, write "0" at ``<root>/<name>/v``, and start a
+    transaction on the first handle; return the handles, the path
+    ``<root>/<name>`` and the transaction."""
+    h = rec.open()
+    other = rec.open()
+    p = rec.root + name
+    h.write("", p + "/v", "0")
+    return h, other, p, rec.start("start", h)
+
+
 def test_transactions(run):
     def scenario(rec: Recorder):
-        h = rec.open()
-        other = rec.open()
-        p = rec.root + "/tx"
-        h.write("", p + "/v", "0")
-        th = rec.start("start", h)
+        h, other, p, th = start_beside_a_rival(rec, "/tx")
         rec.call("read inside", h.read, th, p + "/v")
         rec.call("write inside", h.write, th, p + "/v", "1")
         rec.call("new node inside", h.write, th, p + "/n", "new")
@@ -444,11 +451,7 @@ def test_transactions(run):
 
 def test_transaction_conflicts(run):
     def scenario(rec: Recorder):
-        h = rec.open()
-        other = rec.open()
-        p = rec.root + "/conflict"
-        h.write("", p + "/v", "0")
-        th = rec.start("start", h)
+        h, other, p, th = start_beside_a_rival(rec, "/conflict")
         rec.call("read", h.read, th, p + "/v")
         rec.call("someone else writes", other.write, "", p + "/v", "other")
         rec.call("write", h.write, th, p + "/v", "mine")
@@ -854,15 +857,7 @@ def test_daemon_dies_without_watches(run_private):
         rec.call("read", h.read, "", "/tool")
         rec.daemon.kill()
         rec.call("first call after the death", h.read, "", "/tool")
-        rec.call("second", h.read, "", "/tool")
-        rec.call("write", h.write, "", "/tool/x", "y")
-        rec.call("transaction_start", h.transaction_start)
-        rec.call("watch", h.watch, "/tool", 1)
-        rec.call("check_watch", h.check_watch)
-        rec.call("read_watch", h.read_watch)
-        rec.fileno("fileno", h)
-        rec.call("close", h.close)
-        rec.call("close again", h.close)
+        rec.failed_for_good(h, "/tool")
     run_private(scenario)
 
 

@@ -171,10 +171,7 @@ def test_reply_of_the_wrong_type_breaks_the_handle(run_fake):
         h = rec.open()
         rec.call("read", h.read, "", "/fine")
         rec.call("a reply of the wrong type", h.read, "", "/wrong-type")
-        rec.call("the handle is broken", h.read, "", "/fine")
-        rec.call("for good", h.write, "", "/fine", "x")
-        rec.call("check_watch", h.check_watch)
-        rec.call("close", h.close)
+        rec.failed_for_good(h, "/fine")
     run_fake(scenario)
 
 

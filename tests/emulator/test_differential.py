@@ -334,11 +334,18 @@ class Pair:
         return real_reply[0], (real_reply[1], emu_reply[1])
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    holder = Pair(tmp_path_factory)
-    yield holder
-    holder.close()
+def pair_fixture(pair_class):
+    """A fixture giving a module's tests one *pair_class* (a
+    :class:`Pair`), closed after them."""
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory):
+        holder = pair_class(tmp_path_factory)
+        yield holder
+        holder.close()
+    return fixture
+
+
+pair = pair_fixture(Pair)
 
 
 def differential_settings(examples):

@@ -24,7 +24,7 @@ from pyxs.testing import XenStoreServer
 
 from ..support import daemons, fuse, guestring, xen
 from ..support.wire import Closed, PtyConnection, RawConnection
-from .test_differential import Pair, programs, run_programs, tx_programs
+from .test_differential import Pair, pair_fixture, programs, run_programs, tx_programs
 
 pytestmark = pytest.mark.realdaemon
 
@@ -133,11 +133,7 @@ class GuestPair(Pair):
             self._dom0(CLEANUP)
 
 
-@pytest.fixture(scope="module")
-def guest_pair(tmp_path_factory):
-    holder = GuestPair(tmp_path_factory)
-    yield holder
-    holder.close()
+guest_pair = pair_fixture(GuestPair)
 
 
 def test_guest_programs_match_c_xenstored(guest_pair):
