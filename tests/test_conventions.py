@@ -225,8 +225,8 @@ def test_0_4_commit_without_a_transaction_explains(client, method):
 def test_0_4_names_of_helpers(old, new, arg):
     import pyxs.helpers
 
-    with pytest.warns(DeprecationWarning, match=r"pyxs\.helpers\.%s\(\) is deprecated.*"
-                      r"use pyxs\.helpers\.%s\(\)" % (old, new)):
+    with pytest.warns(DeprecationWarning, match=r"^pyxs\.helpers\.%s\(\) is deprecated since "
+                      r"pyxs 0\.5\.0: use pyxs\.helpers\.%s\(\) instead$" % (old, new)):
         assert getattr(pyxs.helpers, old)(arg) is arg
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError):
         getattr(pyxs.helpers, old)("bad path" if old != "check_perms" else ["x"])

@@ -24,8 +24,8 @@ from hypothesis import assume, example, given, settings, strategies as st
 
 import pyxs
 from pyxs import exceptions, helpers
-from pyxs.exceptions import (ConnectionError, InvalidOperation, InvalidPath, InvalidPayload,
-                             InvalidPermission, PyXSError, UnexpectedPacket)
+from pyxs.exceptions import (ConnectionError, EventsDropped, InvalidOperation, InvalidPath,
+                             InvalidPayload, InvalidPermission, PyXSError, UnexpectedPacket)
 from pyxs.helpers import error, validate_path, validate_perms, validate_watch_path
 
 FAST = settings(max_examples=150, deadline=None)
@@ -120,6 +120,16 @@ def test_errno_and_strerror_of_a_daemon_error():
     assert e.errno == errno.ENOENT
     assert e.strerror == "No such file or directory"
     assert InvalidPath("/a b").errno is None
+
+
+def test_events_dropped_says_how_many_and_what_to_do():
+    e = EventsDropped(3, 100)
+    assert (e.count, e.limit) == (3, 100)
+    # Not a daemon's error, and the connection is fine.
+    assert isinstance(e, PyXSError) and not isinstance(e, ConnectionError)
+    assert e.errno is None
+    assert str(e) == ("3 watch event(s) were dropped: more than 100 were waiting to be taken;"
+                      " read again what is watched")
 
 
 def test_exceptions_are_exported():
