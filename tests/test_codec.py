@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pyxs import exceptions
-from pyxs._internal import Event, Op, Packet, PacketDecoder
+from pyxs._internal import Event, FrameDecoder, Op, Packet, PacketDecoder
 from pyxs.exceptions import InvalidOperation, InvalidPayload, PyXSError, UnexpectedPacket
 
 #: Moderate example counts, so that the whole file runs in a few seconds.
@@ -394,6 +394,20 @@ def test_an_oversized_frame_holds_the_frames_before_it():
     assert caught.value.before == [(Op.READ, 1, 0, b"/a\0")]
     assert caught.value.size == PAYLOAD_LIMIT + 1
     assert isinstance(caught.value, UnexpectedPacket)
+
+
+@pytest.mark.parametrize("decoder_class", [PacketDecoder, FrameDecoder])
+def test_after_an_oversized_header_nothing_more_is_decoded(decoder_class):
+    # The stream cannot be trusted past it: what follows the bad header
+    # is not read as messages, and the refused bytes stay pending.
+    decoder = decoder_class()
+    good = wire(Op.READ, 1, 0, b"/a\0")
+    bad = WIRE_HEADER.pack(int(Op.READ), 2, 0, PAYLOAD_LIMIT + 1)
+    with pytest.raises(UnexpectedPacket):
+        decoder.feed(good + bad)
+    assert decoder.pending == len(bad)
+    with pytest.raises(UnexpectedPacket):
+        decoder.feed(good)
 
 
 def test_the_two_error_name_policies():
