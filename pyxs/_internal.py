@@ -339,9 +339,11 @@ class PacketDecoder(_FrameSplitter[Packet]):
     pending = _FrameSplitter.pending
 
     def feed(self, data: bytes) -> List[Packet]:
-        if not self._buffer and len(data) >= _HEADER_SIZE:
+        if not self._buffer and type(data) is bytes and len(data) >= _HEADER_SIZE:
             # The usual case, one whole reply and nothing left over, is
-            # decoded without copying through the buffer.
+            # decoded without copying through the buffer (from bytes only:
+            # a payload sliced from a bytearray or memoryview would be one
+            # too, or a view of the caller's buffer).
             op, rq_id, tx_id, size = _unpack_header(data)
             if len(data) == _HEADER_SIZE + size and size <= PAYLOAD_MAX:
                 known = _OPS.get(op)

@@ -410,6 +410,23 @@ def test_after_an_oversized_header_nothing_more_is_decoded(decoder_class):
         decoder.feed(good)
 
 
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+@pytest.mark.parametrize("decoder_class", [PacketDecoder, FrameDecoder])
+def test_decoders_keep_no_reference_to_what_they_are_fed(decoder_class, kind):
+    # A caller may fill its buffer again (recv_into) once feed returns.
+    stream = wire(Op.READ, 1, 0, b"abc") + wire(Op.WRITE, 2, 0, b"de")
+    for cut in (len(stream), 19, 3):  # one call, a message and a part, a part
+        decoder = decoder_class()
+        messages = []
+        for part in (stream[:cut], stream[cut:]):
+            buffer = bytearray(part)
+            messages.extend(decoder.feed(kind(buffer)))
+            buffer[:] = bytes(len(buffer))
+        payloads = [message[-1] for message in messages]
+        assert payloads == [b"abc", b"de"]
+        assert all(type(payload) is bytes for payload in payloads)
+
+
 def test_the_two_error_name_policies():
     # The names of the protocol mean the same to both front ends; beyond
     # them, pyxs.Client reads any errno name (and EQUOTA as ENOSPC) where
