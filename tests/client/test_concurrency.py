@@ -259,27 +259,29 @@ def test_killed_daemon_fails_pending_calls_and_waits(start_daemon, kind):
 def test_killed_daemon_stops_busy_threads(start_daemon, kind):
     daemon = start_daemon(kind)
     client = Client(unix_socket_path=daemon.socket_path, socket_timeout=20)
-    counts = []
+    counts = [0] * 4
 
     def busy(n):
-        done = 0
         while True:
             try:
-                client.write("/busy/%d" % n, done)
+                client.write("/busy/%d" % n, counts[n])
             except ConnectionError as e:
-                counts.append(done)
                 return e
-            done += 1
+            counts[n] += 1
 
     try:
         workers = [Worker(busy, n) for n in range(4)]
-        time.sleep(0.5)
+        # Killed once every thread is busy, however long a loaded machine
+        # takes to get them going; the bound only catches a hang.
+        deadline = time.monotonic() + HANG
+        while not all(counts) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert all(counts), "a thread never got going: %r" % (counts,)
         daemon.kill(signal.SIGKILL)
         for worker in workers:
             # Stopped by the close, not by the 20 s timeout; the worker's
             # patience bounds the wait.
             assert not isinstance(worker.value(), Timeout)
-        assert all(counts), "a thread never got going: %r" % (counts,)
     finally:
         client.close()
 
