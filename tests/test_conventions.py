@@ -46,24 +46,31 @@ def test_connection_errors_read_as_before():
     assert not issubclass(UnexpectedPacket, TimeoutError)
 
 
-@pytest.mark.parametrize("path, reason", [
-    ("", "a path cannot be empty"),
-    ("/vm/my guest", "' ' is not allowed"),
-    ("/vm/caf\u00e9", "'\u00e9' is not allowed"),
-    (b"/vm/a\xffb", "b'\\xff' is not allowed"),
-    ("/vm/a\nb", "'\\n' is not allowed"),
-    ("@introduceDomain", "only watches take them"),
-    ("/vm//1", "'//' is not allowed"),
-    ("/vm/", "only the root '/' may end with '/'"),
-    ("/" + "a" * 3072, "3073 bytes long, over the limit of 3072 for an absolute path"),
-    ("a" * 2049, "2049 bytes long, over the limit of 2048 for a relative path"),
+CHARACTERS = " is not allowed (only ASCII letters, digits and -/_@)"
+
+
+@pytest.mark.parametrize("path, message", [
+    ("", "'': a path cannot be empty"),
+    ("/vm/my guest", "'/vm/my guest': ' '" + CHARACTERS),
+    ("/vm/caf\u00e9", "'/vm/caf\u00e9': '\u00e9'" + CHARACTERS),
+    (b"/vm/a\xffb", "b'/vm/a\\xffb': b'\\xff'" + CHARACTERS),
+    ("/vm/a\nb", "'/vm/a\\nb': '\\n'" + CHARACTERS),
+    ("@introduceDomain", "'@introduceDomain': only the special paths @introduceDomain and "
+                         "@releaseDomain start with '@', and only watches take them"),
+    ("/vm//1", "'/vm//1': '//' is not allowed"),
+    ("/vm/", "'/vm/': only the root '/' may end with '/'"),
+    # Shown whole up to 60 characters, its repr's first 50 beyond.
+    ("/" + "a" * 56 + " ", "'/%s ': ' '" % ("a" * 56) + CHARACTERS),
+    ("/" + "a" * 57 + " ", "'/%s...: ' '" % ("a" * 48) + CHARACTERS),
+    ("/" + "a" * 3072, "'/%s...: 3073 bytes long, over the limit of 3072 for an absolute path"
+                       % ("a" * 48)),
+    ("a" * 2049, "'%s...: 2049 bytes long, over the limit of 2048 for a relative path"
+                 % ("a" * 49)),
 ])
-def test_invalid_path_says_which_rule(path, reason):
+def test_invalid_path_says_which_rule(path, message):
     with pytest.raises(InvalidPath) as caught:
         validate_path(path)
-    message = str(caught.value)
-    assert message.startswith("invalid path ")
-    assert reason in message
+    assert str(caught.value) == "invalid path " + message
 
 
 def test_invalid_path_is_refused_before_sending(client):

@@ -393,10 +393,17 @@ def test_paths_found_valid_are_remembered_within_bounds():
                 helpers.encode_path(path)
     assert all(helpers._VALID_PATH.fullmatch(raw) and raw.decode() == path
                for path, raw in helpers._checked_paths.items())
+    # Remembered: the same bytes come back, not encoded again.
+    path = "/local/domain/7/name"
+    assert helpers.encode_path(path) is helpers.encode_path(path)
     for i in range(helpers._CHECKED_PATHS_MAX + 10):
         helpers.encode_path("/n%d" % i)
-    assert 0 < len(helpers._checked_paths) <= helpers._CHECKED_PATHS_MAX
+        assert 0 < len(helpers._checked_paths) <= helpers._CHECKED_PATHS_MAX
     assert all(len(path) <= helpers._CHECKED_PATH_LENGTH for path in helpers._checked_paths)
+    longest = "/" + "a" * (helpers._CHECKED_PATH_LENGTH - 1)
+    for path in (longest, longest + "a"):
+        assert helpers.encode_path(path) == path.encode("ascii")
+    assert longest in helpers._checked_paths and longest + "a" not in helpers._checked_paths
 
 
 def test_invalid_bytes_path():
