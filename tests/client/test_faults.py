@@ -248,6 +248,28 @@ def test_monitor_waiters_outlive_a_fault(server, fault):
             monitor.close()
 
 
+def test_a_daemon_that_stops_reading_makes_a_write_time_out(server):
+    """Requests the daemon never takes fill the socket; sending them is
+    bounded by the connection's timeout like waiting for a reply is."""
+    stalled = threading.Event()
+
+    def script(peer):
+        assert stalled.wait(SERVER_PATIENCE)   # Takes nothing until told.
+        peer.close()
+
+    srv = server(script)
+    client = Client(unix_socket_path=srv.path, socket_timeout=1)
+    try:
+        # 64 values of 4,000 bytes: more than a Unix socket holds.
+        bulk = Call(client.write_many, [("/big/%d" % i, "x" * 4000) for i in range(64)])
+        result, error = bulk.outcome()
+        assert isinstance(error, Timeout), (result, error)
+        assert "waiting to write" in str(error), error
+    finally:
+        stalled.set()
+        client.close()
+
+
 def test_a_watch_refused_on_the_new_connection_is_dropped_and_waiters_told(server, caplog):
     """XenStore may refuse a watch when it is made again after a fault
     (its path's permissions changed, say): that watch is gone, a thread
