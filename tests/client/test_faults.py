@@ -15,6 +15,7 @@ waiting after a few seconds.
 
 import collections
 import errno
+import logging
 import random
 import re
 import signal
@@ -246,6 +247,37 @@ def test_monitor_waiters_outlive_a_fault(server, fault):
             assert len(srv.peers) == 3  # The monitor's two, and the client's.
         finally:
             monitor.close()
+
+
+class InterruptedOnce(UnixSocketConnection):
+    """A connection whose next send, once armed, writes five bytes of its
+    message and is then interrupted (as by Ctrl-C)."""
+
+    armed = False
+
+    def send(self, data, timeout):
+        if self.armed:
+            self.armed = False
+            super().send(data[:5], timeout)
+            raise KeyboardInterrupt
+        super().send(data, timeout)
+
+
+def test_an_interrupted_write_ends_the_connection(server, caplog):
+    """A message cut short cannot be taken back: the connection is ended,
+    saying why, and the next call uses a new one."""
+    caplog.set_level(logging.DEBUG, logger="pyxs")
+    srv = server()
+    connection = InterruptedOnce(srv.path, 10)
+    with Client(connection=connection) as client:
+        client.write("/a", "1")
+        connection.armed = True
+        with pytest.raises(KeyboardInterrupt):
+            client.write("/a", "2")
+        assert client.read("/a") == "1"
+    assert len(srv.peers) == 2
+    ended = "connection to %r ended: a write to %r was interrupted" % (srv.path, srv.path)
+    assert ended in [r.getMessage() for r in caplog.records if r.name == "pyxs"]
 
 
 def test_a_daemon_that_stops_reading_makes_a_write_time_out(server):
