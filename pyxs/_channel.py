@@ -400,10 +400,8 @@ class Channel:
             made on that connection generation, and must not be sent on a
             later connection.
         """
-        limit = self.connection.payload_max
         for _, payload in requests:
-            if len(payload) > limit:
-                self.check_size(payload)
+            self.check_size(payload)
         with self._lock:
             self._ready_for(generation)
             framed = [self._frame(op, payload, tx_id) for op, payload in requests]
