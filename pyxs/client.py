@@ -51,6 +51,12 @@ def _expect_ok(op: Op, reply: bytes) -> None:
         raise UnexpectedPacket("XenStore answered %s with %r instead of OK" % (op.name, reply))
 
 
+def _texts(payload: bytes) -> List[str]:
+    """A reply's NUL-terminated strings as text: :func:`split_strings`,
+    decoded in one go (NUL is a byte of its own in any decoding of it)."""
+    return to_text(payload).split("\0")[:-1]
+
+
 _User = TypeVar("_User", bound="_ChannelUser")
 
 
@@ -309,7 +315,7 @@ class Client(_ChannelUser):
         raw = encode_path(path)
         try:
             listing = self._call(Op.DIRECTORY, join_strings(raw))
-            return [to_text(name) for name in split_strings(listing)]
+            return _texts(listing)
         except PyXSError as e:
             if e.errno != errno.E2BIG:
                 raise
@@ -350,7 +356,7 @@ class Client(_ChannelUser):
         owner's entry first (its letter is the access of domains not
         listed), then one per domain.  Special paths are accepted."""
         reply = self._call(Op.GET_PERMS, join_strings(encode_watch_path(path)))
-        return [to_text(p) for p in split_strings(reply)]
+        return _texts(reply)
 
     def set_permissions(self, path: Text, perms: Sequence[Text]) -> None:
         """Replace the permissions of *path* (see :meth:`get_permissions`).
@@ -886,8 +892,7 @@ class _TreeReader:
         listing_slot, value_slot = slots
         channel = self._client._channel
         try:
-            # NUL-terminated names; NUL decodes alone, so split once decoded.
-            children = to_text(channel.result(listing_slot)).split("\0")[:-1]
+            children = _texts(channel.result(listing_slot))
         except PyXSError as e:
             if e.errno != errno.E2BIG:
                 raise
@@ -1018,8 +1023,8 @@ class Monitor(_ChannelUser):
         packet = self._channel.next_event(timeout)
         if packet is None:
             return None
-        # Path and token, NUL-terminated (checked as the event came).
-        return Event._make(to_text(packet.payload).split("\0", 2)[:2])
+        # Path and token (an event with fewer strings was refused as it came).
+        return Event._make(_texts(packet.payload)[:2])
 
     def __iter__(self) -> Iterator[Event]:
         """Yield events as they come, for ever.
