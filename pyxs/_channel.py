@@ -218,6 +218,9 @@ class Channel:
         self._drainer_yield = False
         self._recovery_wanted = False
         self._recovery_failures = 0
+        # A watch XenStore refused to make again that no waiter has been
+        # told of yet: the next next_event raises it.
+        self._refusal_untold: Optional[ConnectionError] = None
         self._last_read = 0.0
         # A pipe that wakes whoever polls the connection: to close it, or
         # to make the drainer step aside.  It holds a byte while _poked.
@@ -513,8 +516,9 @@ class Channel:
                         # channel: the drainer keeps away meanwhile.
                         self._last_read = time.monotonic()
                     return self.events.popleft()
-                if self._recovery_failures != failures:
-                    _raise_copy(self._fault)
+                if self._recovery_failures != failures or self._refusal_untold is not None:
+                    fault, self._refusal_untold = self._refusal_untold or self._fault, None
+                    _raise_copy(fault)
                 if self._state is _OPEN:
                     generation = self.generation
 
@@ -722,13 +726,14 @@ class Channel:
 
     def _rewatch_refused(self, watch: Watch, reply: bytes) -> None:
         """XenStore refused a watch on the new connection (the node's
-        permissions changed, say): it is gone, and waiters are told."""
+        permissions changed, say): it is gone, and the waiters are told,
+        or the next one if none waits."""
         self.watches.pop(watch, None)
         fault = ConnectionError("XenStore refused to restore the watch on %r (token %r) "
                                 "after a reconnection: %s"
                                 % (watch[0], watch[1], error(reply.rstrip(b"\0"))))
         log().warning("%s", fault)
-        self._fault = fault
+        self._fault = self._refusal_untold = fault
         self._recovery_failures += 1
         self._changed.notify_all()
 

@@ -1015,7 +1015,9 @@ class Monitor(_ChannelUser):
         :raises pyxs.exceptions.ConnectionError: when the connection was
             lost and no new one (with the watches registered again) could
             be made within the connection's timeout; the next call tries
-            again.  A monitor without watches raises at once.
+            again.  Also once for each watch that XenStore refused to
+            register again on a new connection: that watch is gone.  A
+            monitor without watches raises at once.
 
         .. versionchanged:: 0.5.0
            The *timeout*; no polling.

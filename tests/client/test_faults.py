@@ -30,7 +30,7 @@ from pyxs._internal import HEADER, Op, Packet, encode_frame
 from pyxs.exceptions import (ConnectionError, InvalidPath, InvalidPayload,
                              InvalidPermission, PyXSError, Timeout, UnexpectedPacket)
 
-from ..support.fakeserver import SERVER_PATIENCE
+from ..support.fakeserver import SERVER_PATIENCE, honest
 from ..support.threads import InThread
 
 #: How long a thread may take to fail once a fault happened ("promptly").
@@ -344,6 +344,50 @@ def test_a_watch_refused_on_the_new_connection_is_dropped_and_waiters_told(serve
         srv.store[b"/kept/x"] = b""
         srv.fire(b"/kept/x")
         assert monitor.wait(timeout=PROMPT) == Event("/kept/x", "k")
+
+
+def _refusing(denied):
+    """A script: serve honestly, but refuse a WATCH of *denied*."""
+    def script(peer):
+        def answer(request):
+            if request.op is Op.WATCH and request.payload.startswith(denied + b"\0"):
+                peer.reply(request, b"EACCES\0", Op.ERROR)
+            else:
+                peer.answer(request)
+        peer.serve(answer)
+    return script
+
+
+def test_a_watch_refused_while_nobody_waits_is_told_to_the_next_wait(server):
+    """A refused re-watch is raised by the next wait even when no thread
+    was waiting as it came, and once only; a later refusal too."""
+    srv = server(honest, _refusing(b"/a"), _refusing(b"/b"))
+    with Client(unix_socket_path=srv.path, socket_timeout=10).monitor() as monitor:
+        for name in ("a", "b", "kept"):
+            monitor.watch("/" + name, name)
+        assert {monitor.wait(timeout=PROMPT).token for _ in range(3)} == {"a", "b", "kept"}
+        kept = {Event("/a", "a"), Event("/b", "b"), Event("/kept", "kept")}
+        for peers, denied in [(1, "/a"), (2, "/b")]:
+            kept.discard(Event(denied, denied[1:]))
+            srv.wait_for_peers(peers).close()
+            # Nobody waits while the watches are made again on a new
+            # connection and one of them is refused.
+            refused = (denied.encode(), denied[1:].encode())
+            deadline = time.monotonic() + PROMPT
+            while refused in monitor._channel.watches:
+                assert time.monotonic() < deadline, "the watch was not refused"
+                time.sleep(0.01)
+            # The events of the watches made again may come first; a wait
+            # that times out instead of raising ends the loop.
+            with pytest.raises(ConnectionError, match="restore the watch on b'%s'" % denied):
+                while monitor.wait(timeout=PROMPT) in kept:
+                    pass
+            # Told once.
+            while (event := monitor.wait(timeout=0.2)) is not None:
+                assert event in kept
+        srv.store[b"/kept/x"] = b""
+        srv.fire(b"/kept/x")
+        assert monitor.wait(timeout=PROMPT) == Event("/kept/x", "kept")
 
 
 def test_daemon_closing_while_threads_wait_and_others_call(server):
