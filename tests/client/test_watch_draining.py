@@ -9,6 +9,8 @@ Each runs on both real daemons and on the emulator.
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,6 +24,7 @@ from pyxs.exceptions import ConnectionError, EventsDropped, PyXSError
 from pyxs.testing import XenStoreServer
 
 from ..support import daemons, xen
+from ..support.commands import checkout_env
 from ..support.threads import InThread
 
 #: Writes in a burst, as the issue that asked for draining measured it.
@@ -185,6 +188,23 @@ def test_the_drainer_goes_with_the_last_watch_even_while_a_thread_waits(client, 
         assert waiter.finished_at is None, "the waiter gave up first"
         monitor.close()
         assert isinstance(waiter.outcome()[1], ConnectionError)
+
+
+def test_a_program_may_exit_with_a_watch_still_open(tmp_path):
+    """The drainer never keeps a program alive: one that ends with a
+    monitor still watching (and never closed) exits at once."""
+    program = (
+        "import sys, pyxs\n"
+        "monitor = pyxs.Client(unix_socket_path=sys.argv[1], socket_timeout=10).monitor()\n"
+        "monitor.watch('/', 't')\n"
+        "assert monitor.wait(timeout=10) == ('/', 't')\n"
+        "assert monitor._channel._drainer.is_alive()\n"
+        "print('watching')\n")
+    with XenStoreServer(socket_path=str(tmp_path / "socket")) as server:
+        child = subprocess.run([sys.executable, "-c", program, server.socket_path],
+                               capture_output=True, text=True, env=checkout_env(),
+                               timeout=60)
+    assert (child.returncode, child.stdout, child.stderr) == (0, "watching\n", "")
 
 
 def test_a_waiter_times_out_while_another_thread_reads(client, root):
