@@ -313,6 +313,9 @@ def test_a_waiter_hears_of_a_lost_connection_and_the_next_wait_restores_it(tmp_p
             warnings = [r.getMessage() for r in caplog.records
                         if r.name == "pyxs" and r.levelno == logging.WARNING]
             assert any("no new one could be made" in m for m in warnings), warnings
+            # Each wait tries again, and is told again.
+            with pytest.raises(ConnectionError, match="no new one could be made within 1s"):
+                monitor.wait(timeout=30)
             server = XenStoreServer(socket_path=socket_path).start()
             assert monitor.wait(timeout=30) == Event("/gone", "g")
     finally:
