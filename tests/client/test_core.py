@@ -10,14 +10,16 @@ every backend otherwise.
 """
 
 import errno
+import threading
+import time
 
 import pytest
 
 import pyxs.connection
-from pyxs import Client, UnixSocketConnection
+from pyxs import Client, Monitor, UnixSocketConnection
 from pyxs._internal import Event, Op, Packet, PacketDecoder
 from pyxs.client import PIPELINE_DEPTH
-from pyxs.exceptions import ConnectionError, PyXSError, UnexpectedPacket
+from pyxs.exceptions import ConnectionError, EventsDropped, PyXSError, UnexpectedPacket
 
 from .helpers import TIMEOUT, names_totalling, nothing_sent, other_client
 
@@ -537,3 +539,84 @@ def test_a_caller_stops_spinning_where_it_does_not_pay_and_resumes_where_it_does
             for _ in range(100):
                 c.read("/x")
             assert spins == ["at once"] * 99
+
+
+def test_waiting_for_events_never_spins(client, root, monkeypatch):
+    """Spinning is for replies, which come within microseconds; an event
+    may take any time, so a thread waiting for one sleeps at once."""
+    from pyxs import _channel
+
+    spins = []
+    spin = _channel._spin
+
+    def counted(connection, poll):
+        spins.append(connection)
+        return spin(connection, poll)
+
+    monkeypatch.setattr(_channel, "_spin", counted)
+    with client.monitor() as monitor:
+        waiting = monitor._channel.connection
+        monitor.watch(root, "s")
+        del spins[:]
+        assert monitor.wait(timeout=TIMEOUT) == Event(root, "s")
+        assert monitor.wait(timeout=0.1) is None
+        client.write(root + "/x", "v")
+        assert monitor.wait(timeout=TIMEOUT) == Event(root + "/x", "s")
+        assert waiting not in spins
+        # The count works: a call on that channel spins (unless earlier
+        # spins that did not pay make it skip some).
+        monitor._channel._spin_skips = 0
+        monitor.watch(root + "/y", "s")
+        assert spins[-1] is waiting
+
+
+# The queue of events and the drainer.
+
+def test_a_queue_of_n_events_holds_n(client, root):
+    """max_queued_events=N keeps exactly N events: the rest are counted,
+    and reported before the N are given."""
+    limit, writes = 3, 5
+    with client.monitor(max_queued_events=limit) as monitor:
+        monitor.watch(root, "q")
+        for i in range(writes):
+            client.write("%s/%d" % (root, i), "v")
+        # Nobody reads: the drainer queues what it can and counts the rest.
+        channel = monitor._channel
+        deadline = time.monotonic() + 30
+        while channel.dropped + len(channel.events) < 1 + writes:
+            assert time.monotonic() < deadline, "the events did not all come"
+            time.sleep(0.01)
+        with pytest.raises(EventsDropped) as dropped:
+            monitor.wait(timeout=TIMEOUT)
+        assert dropped.value.count == 1 + writes - limit
+        events = [monitor.wait(timeout=TIMEOUT) for _ in range(limit)]
+        assert events == [Event(root, "q")] + [Event("%s/%d" % (root, i), "q")
+                                               for i in range(limit - 1)]
+        assert monitor.wait(timeout=0.1) is None
+
+
+class SlowDrainerConnection(UnixSocketConnection):
+    """A Unix socket connection whose reads take a while in the drainer
+    thread, and say when one has started."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.drainer_reading = threading.Event()
+
+    def read(self):
+        if threading.current_thread().name.startswith("pyxs drainer"):
+            self.drainer_reading.set()
+            time.sleep(0.3)
+        return super().read()
+
+
+def test_a_zero_timeout_wait_takes_what_the_drainer_is_reading(xenstore, client, root):
+    """wait(timeout=0) means "what has come", not "nothing": an event the
+    drainer is reading as the wait starts is given, not left behind."""
+    connection = SlowDrainerConnection(xenstore.socket_path, TIMEOUT)
+    with Monitor(connection) as monitor:
+        monitor.watch(root, "z")
+        assert monitor.wait(timeout=TIMEOUT) == Event(root, "z")
+        client.write(root + "/x", "v")
+        assert connection.drainer_reading.wait(TIMEOUT)
+        assert monitor.wait(timeout=0) == Event(root + "/x", "z")

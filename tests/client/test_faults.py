@@ -439,6 +439,7 @@ def test_timeout_is_a_connection_error_and_closes(server):
         elapsed = time.monotonic() - start
         assert isinstance(error, Timeout) and isinstance(error, ConnectionError), repr(error)
         assert isinstance(error, pyxs.ConnectionError)
+        assert str(error) == "no reply from %r within 0.5s" % srv.path
         assert 0.4 <= elapsed < PROMPT, elapsed
         assert srv.peers[0].closed_by_client.wait(PROMPT)
         srv.store[b"/x"] = b"back"
