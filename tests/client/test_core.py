@@ -620,3 +620,15 @@ def test_a_zero_timeout_wait_takes_what_the_drainer_is_reading(xenstore, client,
         client.write(root + "/x", "v")
         assert connection.drainer_reading.wait(TIMEOUT)
         assert monitor.wait(timeout=0) == Event(root + "/x", "z")
+
+
+def test_a_wait_whose_time_is_up_returns_at_once(client, root):
+    """A wait that has nothing to give returns when its timeout is up,
+    not later: wait(timeout=0) only looks."""
+    with client.monitor() as monitor:
+        monitor.watch(root, "t")
+        assert monitor.wait(timeout=TIMEOUT) == Event(root, "t")
+        start = time.monotonic()
+        assert [monitor.wait(timeout=0) for _ in range(5)] == [None] * 5
+        # Microseconds each; the bound only allows for a loaded machine.
+        assert time.monotonic() - start < 2.5
