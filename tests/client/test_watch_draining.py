@@ -400,6 +400,21 @@ def test_transaction_does_not_cross_a_fork(client, root):
     assert client.read(root + "/tx") == "parent"
 
 
+def test_a_transaction_call_under_way_at_the_fork_does_not_block_the_child(client, root):
+    """A thread of the parent may be starting or ending a transaction at
+    the moment of the fork (holding the client's transaction lock); that
+    thread does not exist in the child, which can still use
+    transactions."""
+    def child():
+        client.transaction_start()
+        client.write(root + "/forked", "child")
+        client.transaction_end(commit=True)
+    with client._tx_lock:  # as the parent's other thread would
+        join = _fork(child)
+    assert join(timeout=30) == 0
+    assert client.read(root + "/forked") == "child"
+
+
 # Client.wait_for.
 
 def test_wait_for_a_value_set_later(xenstore, client, root):
