@@ -21,6 +21,7 @@ from pyxs._internal import Event, Op, Packet, PacketDecoder
 from pyxs.client import PIPELINE_DEPTH
 from pyxs.exceptions import ConnectionError, EventsDropped, PyXSError, UnexpectedPacket
 
+from ..support.threads import InThread
 from .helpers import TIMEOUT, names_totalling, nothing_sent, other_client
 
 
@@ -632,3 +633,31 @@ def test_a_wait_whose_time_is_up_returns_at_once(client, root):
         assert [monitor.wait(timeout=0) for _ in range(5)] == [None] * 5
         # Microseconds each; the bound only allows for a loaded machine.
         assert time.monotonic() - start < 2.5
+
+
+def test_every_sleeping_waiter_is_woken_when_others_come_and_go(client, root):
+    """Threads waiting on one monitor: while one reads, the others sleep,
+    and a sleeper that gives up must not make the channel forget the
+    ones still asleep (each is woken to read in turn)."""
+    with client.monitor() as monitor:
+        monitor.watch(root, "w")
+        assert monitor.wait(timeout=TIMEOUT) == Event(root, "w")
+        channel = monitor._channel
+
+        def until(condition, what):
+            deadline = time.monotonic() + TIMEOUT
+            while not condition():
+                assert time.monotonic() < deadline, "no " + what
+                time.sleep(0.01)
+
+        reader = InThread(monitor.wait, None, 60)
+        until(lambda: channel._reader == "caller", "thread reading")
+        sleeper = InThread(monitor.wait, None, 60)
+        until(lambda: channel._sleepers == 1, "thread asleep")
+        # A third waiter sleeps too, and gives up.
+        assert monitor.wait(timeout=0.2) is None
+        client.write(root + "/1", "v")
+        first = reader.value()
+        client.write(root + "/2", "v")
+        second = sleeper.value(timeout=TIMEOUT)
+        assert [first, second] == [Event(root + "/1", "w"), Event(root + "/2", "w")]
