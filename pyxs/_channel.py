@@ -628,8 +628,10 @@ class Channel:
             try:
                 lock.acquire()
                 interrupted = None
-            except BaseException:
-                interrupted = _relock(lock)
+            except BaseException as e:
+                # Raised by a signal handler: raised again once the lock
+                # is back (a later one, if the handler raises again).
+                interrupted = _relock(lock) or e
             self._reader = None
             if self._poked or self._drainer is not None or self._sleepers:
                 self._after_read(role)

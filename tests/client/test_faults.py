@@ -689,6 +689,64 @@ def test_reader_takes_the_lock_back_when_a_signal_handler_raises():
     assert _relock(threading.Lock()) is None
 
 
+class Interrupted(BaseException):
+    """What a signal handler raised (as KeyboardInterrupt would be)."""
+
+
+class InterruptibleLock:
+    """A channel's lock whose next acquire, once armed, is interrupted the
+    way a signal handler that raises interrupts a blocked acquire."""
+
+    def __init__(self, lock):
+        self._lock = lock
+        self.armed = False
+
+    def acquire(self, *args):
+        if self.armed:
+            self.armed = False
+            raise Interrupted
+        return self._lock.acquire(*args)
+
+    def release(self):
+        self._lock.release()
+
+    def __enter__(self):
+        self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+
+def test_a_reader_interrupted_taking_the_lock_back_files_what_it_read(server):
+    """The interrupted reader takes the lock back, files the reply it
+    read, lets go of the reading role, and only then raises; the client
+    goes on."""
+    srv = server()
+    srv.store[b"/x"] = b"1"
+
+    class ArmingConnection(UnixSocketConnection):
+        reads_left_to_arm = 1
+
+        def read(self):
+            data = super().read()
+            if self.reads_left_to_arm:
+                self.reads_left_to_arm -= 1
+                lock.armed = True   # the reader's next acquire is interrupted
+            return data
+
+    client = Client(connection=ArmingConnection(srv.path, 10))
+    try:
+        channel = client._channel
+        lock = channel._lock = InterruptibleLock(channel._lock)
+        with pytest.raises(Interrupted):
+            client.read("/x")
+        assert (channel.awaited, channel._reader, lock.armed) == (0, None, False)
+        assert client.read("/x") == "1"
+    finally:
+        lock.armed = False
+        client.close()
+
+
 # Fuzzed replies.
 
 def _fuzz_reply(rng, request):
