@@ -19,7 +19,8 @@ import pyxs.connection
 from pyxs import Client, Monitor, UnixSocketConnection
 from pyxs._internal import Event, Op, Packet, PacketDecoder
 from pyxs.client import PIPELINE_DEPTH
-from pyxs.exceptions import ConnectionError, EventsDropped, PyXSError, UnexpectedPacket
+from pyxs.exceptions import (ConnectionError, EventsDropped, PyXSError, Timeout,
+                             UnexpectedPacket)
 
 from ..support.threads import InThread
 from .helpers import TIMEOUT, names_totalling, nothing_sent, other_client
@@ -597,18 +598,25 @@ def test_a_queue_of_n_events_holds_n(client, root):
 
 
 class SlowDrainerConnection(UnixSocketConnection):
-    """A Unix socket connection whose reads take a while in the drainer
-    thread, and say when one has started."""
+    """A Unix socket connection whose reads take a while (*delay* seconds)
+    in the drainer thread, and say when one has started and ended."""
+
+    delay = 0.3
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.drainer_reading = threading.Event()
+        self.drainer_done = threading.Event()
 
     def read(self):
-        if threading.current_thread().name.startswith("pyxs drainer"):
-            self.drainer_reading.set()
-            time.sleep(0.3)
-        return super().read()
+        if not threading.current_thread().name.startswith("pyxs drainer"):
+            return super().read()
+        self.drainer_reading.set()
+        time.sleep(self.delay)
+        try:
+            return super().read()
+        finally:
+            self.drainer_done.set()
 
 
 def test_a_zero_timeout_wait_takes_what_the_drainer_is_reading(xenstore, client, root):
@@ -661,3 +669,69 @@ def test_every_sleeping_waiter_is_woken_when_others_come_and_go(client, root):
         client.write(root + "/2", "v")
         second = sleeper.value(timeout=TIMEOUT)
         assert [first, second] == [Event(root + "/1", "w"), Event(root + "/2", "w")]
+
+
+# Replies that come in pieces.
+
+def test_a_reply_in_pieces_or_after_an_event_is_waited_for(server):
+    """A read may bring part of a reply, or only a watch event: the caller
+    reads on until its reply is whole, and never takes that for a
+    timeout."""
+    def script(peer):
+        def answer(request):
+            if request.op is Op.READ:
+                reply = bytes(Packet(Op.READ, b"value", request.rq_id, request.tx_id))
+                peer.event(b"/w/x", b"t")
+                time.sleep(0.05)
+                peer.send(reply[:10])
+                time.sleep(0.05)
+                peer.send(reply[10:])
+            else:
+                peer.answer(request)
+        peer.serve(answer)
+
+    with scripted_client(server(script)) as c:
+        c.watch("/w", "t")
+        assert c.read("/r") == "value"
+        assert [c.wait(timeout=TIMEOUT) for _ in range(2)] == [Event("/w", "t"),
+                                                                Event("/w/x", "t")]
+
+
+# Closing while a reader is slow to let go.
+
+def test_calls_wait_for_a_reader_slow_to_let_go_up_to_their_timeout(xenstore, client, root):
+    """After a fault, the thread reading the connection closes it as it
+    lets go.  A call meanwhile waits for that, up to the connection's
+    timeout (then raises Timeout and says why), and works once it has."""
+    connection = SlowDrainerConnection(xenstore.socket_path, 0.5)
+    connection.delay = 2.0
+    with Monitor(connection) as monitor:
+        monitor.watch(root, "s")
+        assert monitor.wait(timeout=TIMEOUT) == Event(root, "s")
+        client.write(root + "/x", "v")
+        assert connection.drainer_reading.wait(TIMEOUT)
+        # Closing cannot wait longer than the timeout for the drainer.
+        monitor.close()
+        told = "timed out waiting for the reader of %r to let go" % xenstore.socket_path
+        for call in (monitor.connect, lambda: monitor.watch(root, "t")):
+            with pytest.raises(Timeout) as timeout:
+                call()
+            assert str(timeout.value) == told
+        assert connection.drainer_done.wait(TIMEOUT)
+        monitor.watch(root, "t")
+        assert monitor.wait(timeout=TIMEOUT) == Event(root, "t")
+
+
+def test_a_channel_given_up_closes_its_descriptors():
+    """Clients dropped without close() leave no descriptor open."""
+    import gc
+    import os
+
+    def open_descriptors():
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_descriptors()
+    for _ in range(20):
+        Client(unix_socket_path="/nonexistent/socket")
+    assert open_descriptors() == before

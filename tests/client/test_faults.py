@@ -146,9 +146,9 @@ FAULTS = {
                           r"which was made with 0$", True),
     "unknown-type": (_unknown_type, 10, UnexpectedPacket, r"unknown type 999", True),
     "malformed-event": (_malformed_event, 10, UnexpectedPacket,
-                        r"malformed watch event", True),
+                        r"^'[^']+' sent a malformed watch event b'[^']*'$", True),
     "single-nul-event": (_single_nul_event, 10, UnexpectedPacket,
-                         r"malformed watch event", True),
+                         r"^'[^']+' sent a malformed watch event b'/a\\x00'$", True),
     "silent": (_silent, 0.5, Timeout, r"no reply|timed out", True),
 }
 

@@ -281,6 +281,9 @@ def test_watches_survive_a_daemon_restart(restartable, caplog):
         messages = [r.getMessage() for r in caplog.records if r.name == "pyxs"]
         assert any("ended" in m for m in messages), messages
         assert any("registering 2 watch(es) again" in m for m in messages), messages
+        connected = "connected to %r" % restartable.socket_path
+        connections = [m for m in messages if m.startswith(connected)]
+        assert connections[0] == connected and connected + " again" in connections, messages
 
 
 def test_own_watch_survives_a_restart_and_calls_go_on(restartable):
