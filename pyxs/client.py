@@ -1017,7 +1017,8 @@ class Monitor(_ChannelUser):
             be made within the connection's timeout; the next call tries
             again.  Also once for each watch that XenStore refused to
             register again on a new connection: that watch is gone.  A
-            monitor without watches raises at once.
+            monitor without watches raises as soon as its connection is
+            lost.
 
         .. versionchanged:: 0.5.0
            The *timeout*; no polling.

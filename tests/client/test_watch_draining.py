@@ -309,6 +309,8 @@ def test_a_waiter_hears_of_a_lost_connection_and_the_next_wait_restores_it(tmp_p
             monitor.watch("/gone", "g")
             assert monitor.wait(timeout=10) == Event("/gone", "g")
             server.stop()
+            # A wait shorter than the attempt to connect again ends on time.
+            assert monitor.wait(timeout=0.2) is None
             with pytest.raises(ConnectionError, match="no new one could be made within 1s") as info:
                 monitor.wait(timeout=30)
             # Why, as the last attempt to connect said, and in the log.
