@@ -481,6 +481,47 @@ def test_domain_ids_as_text(client):
 
 # Spinning for a reply.
 
+class ScriptedPoll:
+    """A poll object that finds the connection readable from its
+    *ready_at*-th call on, that call having slept *sleep* seconds first
+    (off the CPU, as a preempted thread is)."""
+
+    def __init__(self, ready_at, sleep=0.0):
+        self.calls, self.ready_at, self.sleep = 0, ready_at, sleep
+
+    def poll(self, timeout):
+        self.calls += 1
+        if self.calls == self.ready_at and self.sleep:
+            time.sleep(self.sleep)
+        return [(3, 1)] if self.calls >= self.ready_at else []
+
+
+class ReadGives:
+    def __init__(self, data):
+        self.data = data
+
+    def read(self):
+        return self.data
+
+
+def test_a_spin_pays_only_for_a_reply_that_came_while_it_kept_the_cpu():
+    """What a spin tells about spinning (see SPIN_BACKOFF_MAX): a reply
+    there at once tells nothing; one that came while the thread kept its
+    CPU pays; nothing at all, a wake-up with nothing to read, or a reply
+    that came while the thread was off its CPU does not."""
+    from pyxs._channel import _spin
+
+    assert _spin(ReadGives(b"r"), ScriptedPoll(1)) == (b"r", None)
+    assert _spin(ReadGives(b"r"), ScriptedPoll(10 ** 9)) == (b"", False)
+    # Readable at the first check of the spin.
+    assert _spin(ReadGives(b""), ScriptedPoll(2)) == (b"", False)
+    assert _spin(ReadGives(b"r"), ScriptedPoll(2, sleep=0.002)) == (b"r", False)
+    # The thread may be preempted in any one try, on a busy machine.
+    verdicts = [_spin(ReadGives(b"r"), ScriptedPoll(2)) for _ in range(100)]
+    assert (b"r", True) in verdicts
+    assert set(verdicts) <= {(b"r", True), (b"r", False)}
+
+
 def test_a_caller_stops_spinning_where_it_does_not_pay_and_resumes_where_it_does(monkeypatch):
     """A spin that does not pay makes the next 1, 2, 4 ... calls sleep at
     once (up to SPIN_BACKOFF_MAX); a spin that pays resets that, and one
