@@ -286,6 +286,22 @@ def test_watches_survive_a_daemon_restart(restartable, caplog):
         assert connections[0] == connected and connected + " again" in connections, messages
 
 
+def test_watches_are_made_again_while_nobody_waits(restartable):
+    """The drainer connects again and makes the watches again by itself:
+    a change made after the restart, before the program waits again,
+    still brings its event."""
+    with Client(unix_socket_path=restartable.socket_path, socket_timeout=20).monitor() as monitor:
+        monitor.watch("/quiet", "q")
+        assert _take(monitor, 1) == [Event("/quiet", "q")]
+        channel, generation = monitor._channel, monitor._channel.generation
+        restartable.restart()
+        _until(lambda: channel.generation != generation and channel._state.name == "OPEN"
+               and channel.awaited == 0, "connecting again")
+        with Client(unix_socket_path=restartable.socket_path, socket_timeout=10) as writer:
+            writer.write("/quiet/after", "1")
+        assert _take(monitor, 2) == [Event("/quiet", "q"), Event("/quiet/after", "q")]
+
+
 def test_own_watch_survives_a_restart_and_calls_go_on(restartable):
     with Client(unix_socket_path=restartable.socket_path, socket_timeout=20) as client:
         client.watch("/own", "o")
