@@ -187,7 +187,9 @@ def test_the_drainer_goes_with_the_last_watch_even_while_a_thread_waits(client, 
         assert not drainer.is_alive(), "the drainer outlived the last watch"
         assert waiter.finished_at is None, "the waiter gave up first"
         monitor.close()
-        assert isinstance(waiter.outcome()[1], ConnectionError)
+        error = waiter.outcome()[1]
+        assert isinstance(error, ConnectionError)
+        assert str(error) == "the connection to %r was closed" % monitor._channel.connection.path
 
 
 def test_a_program_may_exit_with_a_watch_still_open(tmp_path):
