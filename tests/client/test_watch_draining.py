@@ -209,6 +209,27 @@ def test_a_program_may_exit_with_a_watch_still_open(tmp_path):
     assert (child.returncode, child.stdout, child.stderr) == (0, "watching\n", "")
 
 
+def test_pyxs_logs_nothing_unless_the_program_configures_logging():
+    """pyxs's warnings (here: no new connection could be made) go to the
+    ``pyxs`` logger only: a program that sets up no logging prints
+    nothing of them."""
+    program = (
+        "import pyxs\n"
+        "from pyxs.testing import XenStoreServer\n"
+        "server = XenStoreServer().start()\n"
+        "monitor = pyxs.Client(unix_socket_path=server.socket_path, socket_timeout=0.5).monitor()\n"
+        "monitor.watch('/', 't')\n"
+        "assert monitor.wait(timeout=10) == ('/', 't')\n"
+        "server.stop()\n"
+        "try:\n"
+        "    monitor.wait(timeout=30)\n"
+        "except pyxs.ConnectionError as e:\n"
+        "    print('told:', 'no new one could be made' in str(e))\n")
+    child = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                           env=checkout_env(), timeout=60)
+    assert (child.returncode, child.stdout, child.stderr) == (0, "told: True\n", "")
+
+
 def test_a_waiter_times_out_while_another_thread_reads(client, root):
     """A thread whose wait() times out gets None on time, even while
     another thread, waiting longer, is the one reading the connection."""
