@@ -142,8 +142,12 @@ def test_bounded_queue_says_how_many_were_dropped(client, root):
 
 
 def test_max_queued_events_must_be_positive():
-    with pytest.raises(ValueError):
-        Client(unix_socket_path="/nonexistent", max_queued_events=0)
+    for bad in (0, -1):
+        with pytest.raises(ValueError) as refused:
+            Client(unix_socket_path="/nonexistent", max_queued_events=bad)
+        assert str(refused.value) == "max_queued_events must be at least 1, not %d" % bad
+    one = Client(unix_socket_path="/nonexistent", max_queued_events=1)
+    assert one._channel.max_queued_events == 1
 
 
 # Removing watches.
