@@ -419,6 +419,22 @@ def test_parent_and_child_share_nothing_after_fork(client, root):
     assert client.read(root + "/child/49") == "1999"
 
 
+def test_the_child_closes_its_copy_of_the_parents_connection(client, root):
+    """The child's copy of the parent's socket is closed at the fork (the
+    parent's stays open); the child's own connection works, and fails and
+    closes as any other."""
+    client.write(root + "/x", "1")
+    parents = client._channel.connection.fd
+
+    def child():
+        with pytest.raises(OSError):
+            os.fstat(parents)
+        assert client.read(root + "/x") == "1"
+        client.close()
+    assert _fork(child)() == 0
+    assert client.read(root + "/x") == "1"
+
+
 def test_child_starts_without_watches(client, root):
     with client.monitor() as monitor:
         monitor.watch(root, "parent")
