@@ -366,6 +366,17 @@ def test_a_waiter_hears_of_a_lost_connection_and_the_next_wait_restores_it(tmp_p
                 monitor.wait(timeout=30)
             server = XenStoreServer(socket_path=socket_path).start()
             assert monitor.wait(timeout=30) == Event("/gone", "g")
+            # Gone for less than the timeout: a later attempt succeeds.
+            server.stop()
+            servers = []
+            back = threading.Timer(
+                0.3, lambda: servers.append(XenStoreServer(socket_path=socket_path).start()))
+            back.start()
+            try:
+                assert monitor.wait(timeout=30) == Event("/gone", "g")
+            finally:
+                back.join()
+                server, = servers
     finally:
         server.stop()
 
