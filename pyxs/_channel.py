@@ -218,9 +218,9 @@ class Channel:
         self._drainer_yield = False
         self._recovery_wanted = False
         self._recovery_failures = 0
-        # A watch XenStore refused to make again that no waiter has been
-        # told of yet: the next next_event raises it.
-        self._refusal_untold: Optional[ConnectionError] = None
+        # Watches XenStore refused to make again that no waiter has been
+        # told of yet: each next_event raises the first.
+        self._refusals_untold: Deque[ConnectionError] = collections.deque()
         self._last_read = 0.0
         # A pipe that wakes whoever polls the connection: to close it, or
         # to make the drainer step aside.  It holds a byte while _poked.
@@ -516,9 +516,10 @@ class Channel:
                         # channel: the drainer keeps away meanwhile.
                         self._last_read = time.monotonic()
                     return self.events.popleft()
-                if self._recovery_failures != failures or self._refusal_untold is not None:
-                    fault, self._refusal_untold = self._refusal_untold or self._fault, None
-                    _raise_copy(fault)
+                if self._refusals_untold:
+                    _raise_copy(self._refusals_untold.popleft())
+                if self._recovery_failures != failures:
+                    _raise_copy(self._fault)
                 if self._state is _OPEN:
                     generation = self.generation
 
@@ -735,7 +736,8 @@ class Channel:
                                 "after a reconnection: %s"
                                 % (watch[0], watch[1], error(reply.rstrip(b"\0"))))
         log().warning("%s", fault)
-        self._fault = self._refusal_untold = fault
+        self._fault = fault
+        self._refusals_untold.append(fault)
         self._recovery_failures += 1
         self._changed.notify_all()
 

@@ -390,6 +390,37 @@ def test_a_watch_refused_while_nobody_waits_is_told_to_the_next_wait(server):
         assert monitor.wait(timeout=PROMPT) == Event("/kept/x", "kept")
 
 
+def test_two_watches_refused_at_once_are_each_told_once(server):
+    """Two watches refused on one new connection, while nobody waits:
+    the next two waits raise one each, the one after neither."""
+    def refusing_both(peer):
+        def answer(request):
+            if request.op is Op.WATCH and request.payload[:3] in (b"/a\0", b"/b\0"):
+                peer.reply(request, b"EACCES\0", Op.ERROR)
+            else:
+                peer.answer(request)
+        peer.serve(answer)
+
+    srv = server(honest, refusing_both)
+    with Client(unix_socket_path=srv.path, socket_timeout=10).monitor() as monitor:
+        for name in ("a", "b", "kept"):
+            monitor.watch("/" + name, name)
+        assert {monitor.wait(timeout=PROMPT).token for _ in range(3)} == {"a", "b", "kept"}
+        srv.wait_for_peers(1).close()
+        deadline = time.monotonic() + PROMPT
+        while list(monitor._channel.watches) != [(b"/kept", b"kept")]:
+            assert time.monotonic() < deadline, "the watches were not refused"
+            time.sleep(0.01)
+        told = []
+        for _ in range(2):
+            with pytest.raises(ConnectionError) as refusal:
+                while monitor.wait(timeout=PROMPT) == Event("/kept", "kept"):
+                    pass
+            told.append(re.search(r"restore the watch on b'(/\w)'", str(refusal.value))[1])
+        assert sorted(told) == ["/a", "/b"]
+        assert monitor.wait(timeout=0.2) in (None, Event("/kept", "kept"))
+
+
 def test_daemon_closing_while_threads_wait_and_others_call(server):
     """The connection dies while many threads are each in a different
     phase: the calls fail, the waiters get the event of the watch made
