@@ -639,10 +639,11 @@ def test_a_queue_of_n_events_holds_n(client, root):
 
 
 class SlowDrainerConnection(UnixSocketConnection):
-    """A Unix socket connection whose reads take a while (*delay* seconds)
-    in the drainer thread, and say when one has started and ended."""
+    """A Unix socket connection whose reads take a while in the drainer
+    thread (0.3 s, or until *hold* is set when one is given), and say when
+    one has started and ended."""
 
-    delay = 0.3
+    hold = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -653,7 +654,10 @@ class SlowDrainerConnection(UnixSocketConnection):
         if not threading.current_thread().name.startswith("pyxs drainer"):
             return super().read()
         self.drainer_reading.set()
-        time.sleep(self.delay)
+        if self.hold is None:
+            time.sleep(0.3)
+        else:
+            assert self.hold.wait(60)
         try:
             return super().read()
         finally:
@@ -745,7 +749,7 @@ def test_calls_wait_for_a_reader_slow_to_let_go_up_to_their_timeout(xenstore, cl
     lets go.  A call meanwhile waits for that, up to the connection's
     timeout (then raises Timeout and says why), and works once it has."""
     connection = SlowDrainerConnection(xenstore.socket_path, 0.5)
-    connection.delay = 2.0
+    connection.hold = threading.Event()
     with Monitor(connection) as monitor:
         monitor.watch(root, "s")
         assert monitor.wait(timeout=TIMEOUT) == Event(root, "s")
@@ -758,6 +762,7 @@ def test_calls_wait_for_a_reader_slow_to_let_go_up_to_their_timeout(xenstore, cl
             with pytest.raises(Timeout) as timeout:
                 call()
             assert str(timeout.value) == told
+        connection.hold.set()
         assert connection.drainer_done.wait(TIMEOUT)
         monitor.watch(root, "t")
         assert monitor.wait(timeout=TIMEOUT) == Event(root, "t")
