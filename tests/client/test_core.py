@@ -10,6 +10,8 @@ every backend otherwise.
 """
 
 import errno
+import gc
+import os
 import threading
 import time
 
@@ -770,8 +772,6 @@ def test_calls_wait_for_a_reader_slow_to_let_go_up_to_their_timeout(xenstore, cl
 
 def test_a_channel_given_up_closes_its_descriptors():
     """Clients dropped without close() leave no descriptor open."""
-    import gc
-    import os
 
     def open_descriptors():
         gc.collect()
