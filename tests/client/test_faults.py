@@ -302,6 +302,18 @@ def test_a_daemon_that_stops_reading_makes_a_write_time_out(server):
         client.close()
 
 
+def _refusing(*denied):
+    """A script: serve honestly, but refuse a WATCH of any path in *denied*."""
+    def script(peer):
+        def answer(request):
+            if request.op is Op.WATCH and request.payload.split(b"\0")[0] in denied:
+                peer.reply(request, b"EACCES\0", Op.ERROR)
+            else:
+                peer.answer(request)
+        peer.serve(answer)
+    return script
+
+
 def test_a_watch_refused_on_the_new_connection_is_dropped_and_waiters_told(server, caplog):
     """XenStore may refuse a watch when it is made again after a fault
     (its path's permissions changed, say): that watch is gone, a thread
@@ -314,15 +326,7 @@ def test_a_watch_refused_on_the_new_connection_is_dropped_and_waiters_told(serve
         assert go.wait(SERVER_PATIENCE)
         peer.close()
 
-    def second(peer):
-        def answer(request):
-            if request.op is Op.WATCH and request.payload.startswith(b"/denied\0"):
-                peer.reply(request, b"EACCES\0", Op.ERROR)
-            else:
-                peer.answer(request)
-        peer.serve(answer)
-
-    srv = server(first, second)
+    srv = server(first, _refusing(b"/denied"))
     with Client(unix_socket_path=srv.path, socket_timeout=10).monitor() as monitor:
         monitor.watch("/kept", "k")
         monitor.watch("/denied", "d")
@@ -344,18 +348,6 @@ def test_a_watch_refused_on_the_new_connection_is_dropped_and_waiters_told(serve
         srv.store[b"/kept/x"] = b""
         srv.fire(b"/kept/x")
         assert monitor.wait(timeout=PROMPT) == Event("/kept/x", "k")
-
-
-def _refusing(denied):
-    """A script: serve honestly, but refuse a WATCH of *denied*."""
-    def script(peer):
-        def answer(request):
-            if request.op is Op.WATCH and request.payload.startswith(denied + b"\0"):
-                peer.reply(request, b"EACCES\0", Op.ERROR)
-            else:
-                peer.answer(request)
-        peer.serve(answer)
-    return script
 
 
 def test_a_watch_refused_while_nobody_waits_is_told_to_the_next_wait(server):
@@ -393,15 +385,7 @@ def test_a_watch_refused_while_nobody_waits_is_told_to_the_next_wait(server):
 def test_two_watches_refused_at_once_are_each_told_once(server):
     """Two watches refused on one new connection, while nobody waits:
     the next two waits raise one each, the one after neither."""
-    def refusing_both(peer):
-        def answer(request):
-            if request.op is Op.WATCH and request.payload[:3] in (b"/a\0", b"/b\0"):
-                peer.reply(request, b"EACCES\0", Op.ERROR)
-            else:
-                peer.answer(request)
-        peer.serve(answer)
-
-    srv = server(honest, refusing_both)
+    srv = server(honest, _refusing(b"/a", b"/b"))
     with Client(unix_socket_path=srv.path, socket_timeout=10).monitor() as monitor:
         for name in ("a", "b", "kept"):
             monitor.watch("/" + name, name)
