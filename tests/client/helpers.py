@@ -3,6 +3,7 @@ requests), second connections, and the outcome of a call as a value."""
 
 import contextlib
 import errno
+import time
 
 import pytest
 
@@ -17,6 +18,14 @@ TIMEOUT = 10
 
 # WRITE's payload is "<path>\0<value>" and may not exceed 4096 bytes.
 PAYLOAD_MAX = 4096
+
+
+def until(condition, what, timeout=30):
+    """Wait for *condition* (bounded only against hangs)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "%s never happened" % what
+        time.sleep(0.01)
 
 
 @contextlib.contextmanager

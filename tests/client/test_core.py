@@ -25,7 +25,7 @@ from pyxs.exceptions import (ConnectionError, EventsDropped, PyXSError, Timeout,
                              UnexpectedPacket)
 
 from ..support.threads import InThread
-from .helpers import TIMEOUT, names_totalling, nothing_sent, other_client
+from .helpers import TIMEOUT, names_totalling, nothing_sent, other_client, until
 
 
 def scripted_client(srv):
@@ -627,10 +627,7 @@ def test_a_queue_of_n_events_holds_n(client, root):
             client.write("%s/%d" % (root, i), "v")
         # Nobody reads: the drainer queues what it can and counts the rest.
         channel = monitor._channel
-        deadline = time.monotonic() + 30
-        while channel.dropped + len(channel.events) < 1 + writes:
-            assert time.monotonic() < deadline, "the events did not all come"
-            time.sleep(0.01)
+        until(lambda: channel.dropped + len(channel.events) >= 1 + writes, "all the events")
         with pytest.raises(EventsDropped) as dropped:
             monitor.wait(timeout=TIMEOUT)
         assert dropped.value.count == 1 + writes - limit
@@ -698,17 +695,10 @@ def test_every_sleeping_waiter_is_woken_when_others_come_and_go(client, root):
         monitor.watch(root, "w")
         assert monitor.wait(timeout=TIMEOUT) == Event(root, "w")
         channel = monitor._channel
-
-        def until(condition, what):
-            deadline = time.monotonic() + TIMEOUT
-            while not condition():
-                assert time.monotonic() < deadline, "no " + what
-                time.sleep(0.01)
-
         reader = InThread(monitor.wait, None, 60)
-        until(lambda: channel._reader == "caller", "thread reading")
+        until(lambda: channel._reader == "caller", "a thread reading", TIMEOUT)
         sleeper = InThread(monitor.wait, None, 60)
-        until(lambda: channel._sleepers == 1, "thread asleep")
+        until(lambda: channel._sleepers == 1, "a thread asleep", TIMEOUT)
         # A third waiter sleeps too, and gives up.
         assert monitor.wait(timeout=0.2) is None
         client.write(root + "/1", "v")

@@ -32,6 +32,7 @@ from pyxs.exceptions import (ConnectionError, InvalidPath, InvalidPayload,
 
 from ..support.fakeserver import SERVER_PATIENCE, honest
 from ..support.threads import InThread
+from .helpers import until
 
 #: How long a thread may take to fail once a fault happened ("promptly").
 PROMPT = 5.0
@@ -365,10 +366,7 @@ def test_a_watch_refused_while_nobody_waits_is_told_to_the_next_wait(server):
             # Nobody waits while the watches are made again on a new
             # connection and one of them is refused.
             refused = (denied.encode(), denied[1:].encode())
-            deadline = time.monotonic() + PROMPT
-            while refused in monitor._channel.watches:
-                assert time.monotonic() < deadline, "the watch was not refused"
-                time.sleep(0.01)
+            until(lambda: refused not in monitor._channel.watches, "the refusal", PROMPT)
             # The events of the watches made again may come first; a wait
             # that times out instead of raising ends the loop.
             with pytest.raises(ConnectionError, match="restore the watch on b'%s'" % denied):
@@ -391,10 +389,8 @@ def test_two_watches_refused_at_once_are_each_told_once(server):
             monitor.watch("/" + name, name)
         assert {monitor.wait(timeout=PROMPT).token for _ in range(3)} == {"a", "b", "kept"}
         srv.wait_for_peers(1).close()
-        deadline = time.monotonic() + PROMPT
-        while list(monitor._channel.watches) != [(b"/kept", b"kept")]:
-            assert time.monotonic() < deadline, "the watches were not refused"
-            time.sleep(0.01)
+        until(lambda: list(monitor._channel.watches) == [(b"/kept", b"kept")], "the refusals",
+              PROMPT)
         told = []
         for _ in range(2):
             with pytest.raises(ConnectionError) as refusal:

@@ -26,6 +26,7 @@ from pyxs.testing import XenStoreServer
 from ..support import daemons, xen
 from ..support.commands import checkout_env
 from ..support.threads import InThread
+from .helpers import until
 
 #: Writes in a burst, as the issue that asked for draining measured it.
 #: Each to a node of its own: C xenstored 4.17 drops an event identical to
@@ -152,14 +153,6 @@ def test_max_queued_events_must_be_positive():
 
 # Removing watches.
 
-def _until(condition, what, timeout=30):
-    """Wait for *condition* (bounded only against hangs)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "%s never happened" % what
-        time.sleep(0.01)
-
-
 def test_unwatch_filters_the_events_the_drainer_queued(client, root):
     """Events already taken from XenStore when a watch is removed: those
     it saw go, those of the same token on another path stay."""
@@ -169,7 +162,7 @@ def test_unwatch_filters_the_events_the_drainer_queued(client, root):
         assert _take(monitor, 2) == [Event(root + "/a", "same"), Event(root + "/b", "same")]
         client.write(root + "/a/1", "x")
         client.write(root + "/b/1", "y")
-        _until(lambda: len(monitor._channel.events) == 2, "the drainer queueing both events")
+        until(lambda: len(monitor._channel.events) == 2, "the drainer queueing both events")
         monitor.unwatch(root + "/a", "same")
         assert _take(monitor, 1) == [Event(root + "/b/1", "same")]
         assert monitor.wait(timeout=0.2) is None
@@ -185,7 +178,7 @@ def test_the_drainer_goes_with_the_last_watch_even_while_a_thread_waits(client, 
         drainer = monitor._channel._drainer
         assert drainer is not None and drainer.is_alive()
         waiter = Worker(lambda: monitor.wait(timeout=60))
-        _until(lambda: monitor._channel._drainer_parked, "the drainer parking")
+        until(lambda: monitor._channel._drainer_parked, "the drainer parking")
         monitor.unwatch(root, "w")
         drainer.join(timeout=30)
         assert not drainer.is_alive(), "the drainer outlived the last watch"
@@ -194,6 +187,14 @@ def test_the_drainer_goes_with_the_last_watch_even_while_a_thread_waits(client, 
         error = waiter.outcome()[1]
         assert isinstance(error, ConnectionError)
         assert str(error) == "the connection to %r was closed" % monitor._channel.connection.path
+
+
+def _run_program(program, *args):
+    """Run *program* with this checkout's pyxs in a child Python; return
+    its exit status, output and error output."""
+    child = subprocess.run([sys.executable, "-c", program] + list(args), capture_output=True,
+                           text=True, env=checkout_env(), timeout=60)
+    return child.returncode, child.stdout, child.stderr
 
 
 def test_a_program_may_exit_with_a_watch_still_open(tmp_path):
@@ -207,10 +208,7 @@ def test_a_program_may_exit_with_a_watch_still_open(tmp_path):
         "assert monitor._channel._drainer.is_alive()\n"
         "print('watching')\n")
     with XenStoreServer(socket_path=str(tmp_path / "socket")) as server:
-        child = subprocess.run([sys.executable, "-c", program, server.socket_path],
-                               capture_output=True, text=True, env=checkout_env(),
-                               timeout=60)
-    assert (child.returncode, child.stdout, child.stderr) == (0, "watching\n", "")
+        assert _run_program(program, server.socket_path) == (0, "watching\n", "")
 
 
 def test_pyxs_logs_nothing_unless_the_program_configures_logging():
@@ -229,9 +227,7 @@ def test_pyxs_logs_nothing_unless_the_program_configures_logging():
         "    monitor.wait(timeout=30)\n"
         "except pyxs.ConnectionError as e:\n"
         "    print('told:', 'no new one could be made' in str(e))\n")
-    child = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                           env=checkout_env(), timeout=60)
-    assert (child.returncode, child.stdout, child.stderr) == (0, "told: True\n", "")
+    assert _run_program(program) == (0, "told: True\n", "")
 
 
 def test_a_waiter_times_out_while_another_thread_reads(client, root):
@@ -241,7 +237,7 @@ def test_a_waiter_times_out_while_another_thread_reads(client, root):
         monitor.watch(root, "w")
         assert _take(monitor, 1) == [Event(root, "w")]
         patient = Worker(lambda: monitor.wait(timeout=60))
-        _until(lambda: monitor._channel._reader == "caller", "the patient waiter reading")
+        until(lambda: monitor._channel._reader == "caller", "the patient waiter reading")
         start = time.monotonic()
         assert monitor.wait(timeout=0.2) is None
         # Generous (the other thread waits up to 60 s): only a wait that
@@ -322,7 +318,7 @@ def test_watches_are_made_again_while_nobody_waits(restartable):
         assert _take(monitor, 1) == [Event("/quiet", "q")]
         channel, generation = monitor._channel, monitor._channel.generation
         restartable.restart()
-        _until(lambda: channel.generation != generation and channel._state.name == "OPEN"
+        until(lambda: channel.generation != generation and channel._state.name == "OPEN"
                and channel.awaited == 0, "connecting again")
         with Client(unix_socket_path=restartable.socket_path, socket_timeout=10) as writer:
             writer.write("/quiet/after", "1")
