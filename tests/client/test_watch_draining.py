@@ -9,8 +9,6 @@ Each runs on both real daemons and on the emulator.
 
 import logging
 import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,7 +22,7 @@ from pyxs.exceptions import ConnectionError, EventsDropped, PyXSError
 from pyxs.testing import XenStoreServer
 
 from ..support import daemons, xen
-from ..support.commands import checkout_env
+from ..support.commands import run_program
 from ..support.threads import InThread
 from .helpers import until
 
@@ -189,14 +187,6 @@ def test_the_drainer_goes_with_the_last_watch_even_while_a_thread_waits(client, 
         assert str(error) == "the connection to %r was closed" % monitor._channel.connection.path
 
 
-def _run_program(program, *args):
-    """Run *program* with this checkout's pyxs in a child Python; return
-    its exit status, output and error output."""
-    child = subprocess.run([sys.executable, "-c", program] + list(args), capture_output=True,
-                           text=True, env=checkout_env(), timeout=60)
-    return child.returncode, child.stdout, child.stderr
-
-
 def test_a_program_may_exit_with_a_watch_still_open(tmp_path):
     """The drainer never keeps a program alive: one that ends with a
     monitor still watching (and never closed) exits at once."""
@@ -208,7 +198,7 @@ def test_a_program_may_exit_with_a_watch_still_open(tmp_path):
         "assert monitor._channel._drainer.is_alive()\n"
         "print('watching')\n")
     with XenStoreServer(socket_path=str(tmp_path / "socket")) as server:
-        assert _run_program(program, server.socket_path) == (0, "watching\n", "")
+        assert run_program(program, server.socket_path) == (0, "watching\n", "")
 
 
 def test_pyxs_logs_nothing_unless_the_program_configures_logging():
@@ -227,7 +217,7 @@ def test_pyxs_logs_nothing_unless_the_program_configures_logging():
         "    monitor.wait(timeout=30)\n"
         "except pyxs.ConnectionError as e:\n"
         "    print('told:', 'no new one could be made' in str(e))\n")
-    assert _run_program(program) == (0, "told: True\n", "")
+    assert run_program(program) == (0, "told: True\n", "")
 
 
 def test_a_waiter_times_out_while_another_thread_reads(client, root):

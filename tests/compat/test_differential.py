@@ -775,9 +775,11 @@ def test_read_watch_blocks_until_an_event(run):
         h.watch(p, t)
         rec.event("registration", h.read_watch)
         timer = threading.Timer(0.3, writer.write, ("", p + "/later", "x"))
+        # Timed from before the timer starts: the write comes 0.3 s after
+        # that at the earliest, however late this thread runs.
+        started = time.monotonic()
         timer.start()
         try:
-            started = time.monotonic()
             rec.event("read_watch waits for the change", h.read_watch)
             rec.note("it waited", time.monotonic() - started > 0.2)
         finally:

@@ -26,6 +26,15 @@ def checkout_env(**changes):
     return env
 
 
+def run_program(program, *args):
+    """Run the Python source *program* (with *args* as its ``sys.argv[1:]``)
+    in a child Python that imports this checkout's pyxs; return its exit
+    status, output and error output."""
+    child = subprocess.run([sys.executable, "-c", program] + list(args), capture_output=True,
+                           text=True, env=checkout_env(), timeout=60)
+    return child.returncode, child.stdout, child.stderr
+
+
 def _plugin_installed():
     try:
         found = entry_points(group="pytest11")
