@@ -5,8 +5,6 @@ against it."""
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -17,7 +15,7 @@ from pyxs.testing import XenStoreServer
 from pyxs.testing._server import Loop
 from pyxs.testing._store import Store
 
-from ..support.commands import checkout_env, emulator_command, run_pytest
+from ..support.commands import emulator_command, run_pytest, run_python
 from ..support.wire import Closed, PtyConnection, RawConnection
 
 
@@ -349,9 +347,8 @@ def test_command_serves_until_sigterm(tmp_path):
 
 
 def test_command_reports_a_bad_socket_path(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pyxs.testing", "--socket",
-                           str(tmp_path / "missing-dir" / "sock")],
-                          capture_output=True, text=True, env=checkout_env(), timeout=30)
+    proc = run_python("-m", "pyxs.testing", "--socket", str(tmp_path / "missing-dir" / "sock"),
+                      timeout=30)
     assert proc.returncode == 1
     assert "cannot start" in proc.stderr
 

@@ -7,8 +7,6 @@ import errno
 import os
 import select
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,7 +18,7 @@ from pyxs.testing import XenStoreServer
 from pyxs.testing._xenbus import DEVICE_BUFFER, Frontend
 
 from ..support import fuse
-from ..support.commands import checkout_env, emulator_command, run_pytest
+from ..support.commands import emulator_command, run_pytest, run_python
 
 
 def _message(op, payload, rq_id=1, tx_id=0):
@@ -314,9 +312,7 @@ def test_command_serves_a_xenbus_device(tmp_path):
 
 
 def test_command_refuses_pty_and_xenbus_together(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pyxs.testing", "--pty", "--xenbus",
-                           str(tmp_path / "x")], capture_output=True, text=True,
-                          env=checkout_env(), timeout=30)
+    proc = run_python("-m", "pyxs.testing", "--pty", "--xenbus", str(tmp_path / "x"), timeout=30)
     assert proc.returncode == 1
     assert "cannot be used together" in proc.stderr
 

@@ -26,12 +26,18 @@ def checkout_env(**changes):
     return env
 
 
+def run_python(*args, timeout=60):
+    """Run a child Python with *args* (``-c``, ``-m`` and the like) that
+    imports this checkout's pyxs, until it ends; return the
+    CompletedProcess, its output and error output as text."""
+    return subprocess.run([sys.executable] + list(args), capture_output=True, text=True,
+                          env=checkout_env(), timeout=timeout)
+
+
 def run_program(program, *args):
     """Run the Python source *program* (with *args* as its ``sys.argv[1:]``)
-    in a child Python that imports this checkout's pyxs; return its exit
-    status, output and error output."""
-    child = subprocess.run([sys.executable, "-c", program] + list(args), capture_output=True,
-                           text=True, env=checkout_env(), timeout=60)
+    in a child Python; return its exit status, output and error output."""
+    child = run_python("-c", program, *args)
     return child.returncode, child.stdout, child.stderr
 
 
